@@ -1,0 +1,110 @@
+"""The config schema of DeepSleepBench and `load_config`, the one way every script reads a config.
+
+    exp_name                    run name; logs/<exp_name>/, checkpoints/<exp_name>/, results/<exp_name>/
+    backbone {type, params}     encoder family and its architecture (schema per type in models/)
+    trainer {...}               optimisation and loop settings
+    data {...}                  dataset location, channel, folds, masking for MP
+    ssl {type, params}          paradigm (CRL, MP, Hybrid, Supervised) and its loss settings
+    probe {...}                 the classifier trained on frozen latents
+"""
+from __future__ import annotations
+
+from utils import ConfigError, Field, apply_overrides, fill_defaults, read_config_file, validate
+
+SSL_TYPES = ("CRL", "MP", "Hybrid", "Supervised")
+AUGMENTATIONS = ("band_stop", "time_shift", "zero_masking", "time_warp", "permutation", "cutout_resize")
+
+
+def _backbone(value, path):
+    from models.main_model import BACKBONES
+
+    if not isinstance(value, dict):
+        return [f"{path}: expected an object with 'type' and 'params'"]
+    problems = validate(value, {"type": Field(str, choices=tuple(BACKBONES)), "params": Field(dict, default={})}, path)
+    kind = value.get("type")
+    if kind in BACKBONES and isinstance(value.get("params", {}), dict):
+        problems += validate(value.get("params", {}), BACKBONES[kind].PARAMS, f"{path}.params")
+    return problems
+
+
+AUGMENTATION_SCHEMA = {
+    "band_stop": {"p": Field(float, 0.5, min=0, max=1), "min_freq": Field(float, 0.5, min=0),
+                  "max_freq": Field(float, 30.0, min=0), "bandwidth": Field(float, 2.0, min=0.1)},
+    "time_shift": {"p": Field(float, 0.5, min=0, max=1), "max_shift_s": Field(float, 3.0, min=0)},
+    "zero_masking": {"p": Field(float, 0.5, min=0, max=1), "max_ratio": Field(float, 0.2, min=0, max=1)},
+    "time_warp": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2),
+                  "max_stretch": Field(float, 0.3, min=0, max=0.9)},
+    "permutation": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 5, min=2)},
+    "cutout_resize": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2)},
+}
+
+SCHEMA = {
+    "exp_name": Field(str, doc="run name used for logs/, checkpoints/ and results/"),
+    "backbone": _backbone,
+    "trainer": {
+        "batch_size": Field(int, 128, min=2),
+        "learning_rate": Field(float, 1e-3, min=0, max=1),
+        "weight_decay": Field(float, 1e-4, min=0),
+        "optimizer": Field(str, "adamw", choices=("adam", "adamw")),
+        "max_epochs": Field(int, 500, min=1),
+        "max_steps_per_epoch": Field(int, None, min=1, nullable=True, doc="cap on mini-batches per epoch"),
+        "early_stopping_patience": Field(int, 10, min=1, doc="validations without improvement"),
+        "val_period": Field(int, 0, min=0, doc="validate every N mini-batches; 0 = once per epoch"),
+        "val_batch_size": Field(int, 1024, min=1),
+        "grad_clip": Field(float, 1.0, min=0, nullable=True),
+        "amp": Field(bool, True, doc="bf16 autocast on CUDA (ignored on CPU)"),
+        "compile": Field(bool, False, doc="torch.compile the model"),
+        "seed": Field(int, 42),
+    },
+    "data": {
+        "dataset": Field(str, "Sleep-EDF-2018", choices=("Sleep-EDF-2018", "demo")),
+        "root_dir": Field(str, "dset/Sleep-EDF-2018/npz/Fpz-Cz", doc="folder of prepared NPZ nights"),
+        "splits": Field(str, "dset/Sleep-EDF-2018/splits.json", doc="subject-wise folds (JSON)"),
+        "channel": Field(str, "EEG Fpz-Cz"),
+        "sampling_rate": Field(int, 100, choices=(100,)),
+        "epoch_duration": Field(int, 30, choices=(30,)),
+        "num_folds": Field(int, 10, min=1),
+        "masking": Field(str, "span", choices=("random", "span", "token")),
+        "masking_ratio": Field(float, 0.5, min=0, max=0.95),
+        "mask_span": Field(int, 50, min=1, doc="samples per span for masking='span'"),
+    },
+    "ssl": {
+        "type": Field(str, choices=SSL_TYPES),
+        "params": {
+            "temperature": Field(float, 0.1, min=1e-3, max=10),
+            "alpha_crl": Field(float, 10.0, min=0),
+            "projection_dim": Field(int, 128, min=1),
+            "mp_loss": Field(str, "l2", choices=("l2", "cosine")),
+            "gather_negatives": Field(bool, True, doc="NT-Xent negatives from all DDP ranks"),
+            "augmentations": AUGMENTATION_SCHEMA,
+        },
+    },
+    "probe": {
+        "type": Field(str, "linear", choices=("linear", "mlp")),
+        "epochs": Field(int, 100, min=1),
+        "batch_size": Field(int, 256, min=2),
+        "learning_rate": Field(float, 1e-3, min=0, max=1),
+        "weight_decay": Field(float, 1e-4, min=0),
+        "patience": Field(int, 10, min=1),
+        "class_weighting": Field(str, "balanced", choices=("none", "balanced")),
+        "label_fraction": Field(float, 1.0, min=0.0001, max=1),
+        "run_after_pretraining": Field(bool, True),
+    },
+}
+
+
+def load_config(path, overrides: list[str] | None = None) -> dict:
+    """Read, override (`--set k=v`), validate and default-fill a config. Raises ConfigError."""
+    raw = apply_overrides(read_config_file(path), overrides)
+    problems = validate(raw, SCHEMA)
+    if raw.get("data", {}).get("masking") == "token" and raw.get("backbone", {}).get("type") != "Transformer":
+        problems.append("data.masking: 'token' masking needs backbone.type 'Transformer' (use 'random' or 'span')")
+    if problems:
+        raise ConfigError(problems, path)
+    config = fill_defaults(raw, SCHEMA)
+    from models.main_model import BACKBONES
+
+    params = config["backbone"].get("params", {})
+    config["backbone"]["params"] = fill_defaults(params, BACKBONES[config["backbone"]["type"]].PARAMS)
+    config["_source"] = str(path)
+    return config
