@@ -1,0 +1,68 @@
+"""Checkpoint files and frozen-encoder inference shared by pretraining, the probe and the evaluators.
+
+A checkpoint (`checkpoints/<exp_name>/ckpt_fold-01.pth`, the best state of a fold) is a dict:
+    model         SSLModel.state_dict()
+    config        the validated config it was trained with
+    fold          fold number (1-based)
+    input_norm    {"mean": float, "std": float}: x_model = (x_uV - mean) / std, from the training split
+    epoch, step   position of this state in training
+    val_loss      validation loss of this state
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils import fold_name
+
+
+def checkpoint_dir(config: dict) -> Path:
+    """Run outputs (logs/, checkpoints/, results/) live under the current directory, as users expect."""
+    return Path("checkpoints") / config["exp_name"]
+
+
+def best_checkpoint_path(config: dict, fold: int) -> Path:
+    return checkpoint_dir(config) / f"ckpt_{fold_name(fold)}.pth"
+
+
+def embeddings_path(config: dict, fold: int) -> Path:
+    return checkpoint_dir(config) / f"embeddings_{fold_name(fold)}.pt"
+
+
+def load_checkpoint(path: str | Path, config: dict | None = None, device="cpu"):
+    """Rebuild the model of a checkpoint. Returns (model in eval mode, checkpoint dict).
+
+    With `config`, refuses a checkpoint whose backbone differs from the config's (a clear error
+    naming both), so a probe never silently scores the wrong architecture.
+    """
+    from models.main_model import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (train it first: python train_<paradigm>.py --config ...)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    trained = ckpt["config"]
+    if config is not None and trained["backbone"] != config["backbone"]:
+        raise ValueError(
+            f"{path} was trained with backbone {trained['backbone']}, but the config asks for "
+            f"{config['backbone']}: pass the config the checkpoint was trained with"
+        )
+    model = build_model(trained)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+@torch.no_grad()
+def encode_array(model, x: np.ndarray, input_norm: dict, device, batch_size: int = 1024) -> np.ndarray:
+    """Latents of a frozen encoder. x: (n, T) float32 µV -> (n, latent_dim) float32."""
+    model.eval()
+    device = torch.device(device)
+    latents = []
+    for start in range(0, len(x), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size])).to(device)
+        batch = ((batch - input_norm["mean"]) / input_norm["std"]).unsqueeze(1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            latents.append(model.encode(batch).float().cpu())
+    return torch.cat(latents).numpy() if latents else np.zeros((0, model.latent_dim), np.float32)
