@@ -1,0 +1,275 @@
+"""The one training loop of DeepSleepBench, shared by every paradigm.
+
+train_fold(config, fold, device):
+    data      the fold's train/val/test arrays live in device memory; a mini-batch is an index
+              into them (no DataLoader, no per-sample Python)
+    model     models.build_model(config), wrapped with its paradigm's loss in one nn.Module so that
+              DistributedDataParallel (torchrun) and torch.compile see a single forward
+    loop      AdamW/Adam, bf16 autocast on CUDA, validation every `val_period` mini-batches,
+              early stopping on the validation loss, TensorBoard, tqdm
+    files     checkpoints/<exp>/ckpt_fold-0K.pth (best), last_fold-0K.pth (resume state),
+              train_fold-0K.json (throughput, memory, wall time), embeddings_fold-0K.pt (test set)
+    then      the probe on the frozen encoder (probing.probe.run_probe)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from dset.loader import load_fold
+from models.main_model import build_model
+from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path, encode_array
+from training.paradigms import PARADIGMS
+from utils import atomic_torch_save, atomic_write_bytes, fold_name
+
+LOG_EVERY = 25  # mini-batches between host syncs for logging and the finite-loss check
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoints are left as they were."""
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Process layout: one process per GPU under torchrun, else a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); NCCL on CUDA, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world_size, local_rank), device
+
+
+class Objective(nn.Module):
+    """Model + paradigm: forward(x, y) -> (loss, parts). One module for DDP and torch.compile."""
+
+    def __init__(self, model: nn.Module, paradigm):
+        super().__init__()
+        self.model = model
+        self.paradigm = paradigm
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        return self.paradigm(x, y)
+
+
+def build_objective(config: dict, model: nn.Module) -> Objective:
+    return Objective(model, PARADIGMS[config["ssl"]["type"]](config, model))
+
+
+def make_optimizer(config: dict, model: nn.Module) -> torch.optim.Optimizer:
+    t = config["trainer"]
+    cls = torch.optim.AdamW if t["optimizer"] == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=t["learning_rate"], weight_decay=t["weight_decay"])
+
+
+def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe: bool = True,
+               distributed: Distributed = Distributed()) -> Path:
+    """Pretrain on one fold; returns the path of the best checkpoint (see module docstring)."""
+    t = config["trainer"]
+    device = torch.device(device)
+    rank, world = distributed.rank, distributed.world_size
+    main = distributed.is_main
+    name = fold_name(fold)
+    run_dir = checkpoint_dir(config)
+    best_path, last_path = best_checkpoint_path(config, fold), run_dir / f"last_{name}.pth"
+    use_amp = t["amp"] and device.type == "cuda"
+
+    # ------------------------------------------------------------------ data (device-resident)
+    data = load_fold(config["data"], fold)
+    input_norm = {"mean": float(data.train.x.mean(dtype=np.float64)), "std": float(data.train.x.std(dtype=np.float64))}
+    x_train, y_train = torch.from_numpy(data.train.x).to(device), torch.from_numpy(data.train.y).to(device)
+    x_val, y_val = torch.from_numpy(data.val.x).to(device), torch.from_numpy(data.val.y).to(device)
+    global_batch = t["batch_size"]
+    if global_batch % world:
+        raise ValueError(f"trainer.batch_size={global_batch} must be divisible by the {world} processes")
+    local_batch = global_batch // world
+    steps_per_epoch = len(x_train) // global_batch
+    if t["max_steps_per_epoch"]:
+        steps_per_epoch = min(steps_per_epoch, t["max_steps_per_epoch"])
+    if steps_per_epoch == 0:
+        raise ValueError(f"fold {fold}: {len(x_train)} training epochs, fewer than one batch of {global_batch}")
+    val_every = t["val_period"] or steps_per_epoch
+
+    # ------------------------------------------------------------------ model, optimiser, state
+    torch.manual_seed(t["seed"])
+    model = build_model(config).to(device)
+    objective = build_objective(config, model)
+    optimizer = make_optimizer(config, model)
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": math.inf, "stale": 0}
+    if resume and last_path.is_file():
+        last = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        state = last["state"]
+        torch.set_rng_state(last["rng"]["cpu"])
+        if device.type == "cuda" and last["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(last["rng"]["cuda"], device)
+        if main:
+            print(f"[{config['exp_name']} {name}] resuming at epoch {state['epoch']} step {state['global_step']}")
+    step_fn = objective
+    if world > 1:
+        step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    if t["compile"]:
+        step_fn = torch.compile(step_fn)
+
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(Path("logs") / config["exp_name"] / name))
+
+    def checkpoint_payload(val_loss: float) -> dict:
+        return {"model": model.state_dict(), "config": config, "fold": fold, "input_norm": input_norm,
+                "epoch": state["epoch"], "step": state["global_step"], "val_loss": val_loss}
+
+    def save_last() -> None:
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        atomic_torch_save({**checkpoint_payload(state["best_val"]), "optimizer": optimizer.state_dict(),
+                           "state": dict(state), "rng": rng}, last_path)
+
+    @torch.no_grad()
+    def validation_loss() -> float:
+        """Mean loss over the validation split (this rank's shard), fixed randomness, eval mode."""
+        model.eval()
+        total = torch.zeros(2, device=device, dtype=torch.float64)
+        shard = torch.arange(rank, len(x_val), world, device=device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(t["seed"] + 1)
+            for start in range(0, len(shard), t["val_batch_size"]):
+                idx = shard[start : start + t["val_batch_size"]]
+                xb = ((x_val[idx] - input_norm["mean"]) / input_norm["std"]).unsqueeze(1)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, _ = objective(xb, y_val[idx])
+                total += torch.stack([loss.double() * len(idx), torch.tensor(len(idx), device=device, dtype=torch.float64)])
+        if world > 1:
+            dist.all_reduce(total)
+        model.train()
+        return (total[0] / total[1].clamp(min=1)).item()
+
+    # ------------------------------------------------------------------ the loop
+    model.train()
+    first_bad_step = torch.tensor(-1, device=device)
+    running = {}
+    samples_seen, train_seconds, stopped_early = 0, 0.0, False
+    interval_start, interval_samples = time.perf_counter(), 0
+    wall_start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for epoch in range(state["epoch"], t["max_epochs"]):
+        state["epoch"] = epoch
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(t["seed"] + epoch)).to(device)
+        bar = tqdm(range(state["step_in_epoch"], steps_per_epoch), desc=f"{config['exp_name']} {name} epoch {epoch + 1}",
+                   disable=not main, leave=False, dynamic_ncols=True)
+        for step in bar:
+            idx = order[step * global_batch + rank * local_batch : step * global_batch + (rank + 1) * local_batch]
+            xb = ((x_train[idx] - input_norm["mean"]) / input_norm["std"]).unsqueeze(1)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, parts = step_fn(xb, y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t["grad_clip"]:
+                nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
+            optimizer.step()
+
+            state["global_step"] += 1
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()),
+                                         torch.tensor(state["global_step"], device=device), first_bad_step)
+            for key, value in parts.items():
+                running[key] = running.get(key, 0.0) + value.float()
+            interval_samples += global_batch
+            validate_now = (step + 1) % val_every == 0 or step + 1 == steps_per_epoch
+            if state["global_step"] % LOG_EVERY == 0 or validate_now:
+                if (bad := int(first_bad_step)) >= 0:
+                    raise TrainingDiverged(
+                        f"{config['exp_name']} {name}: loss became NaN/inf at step {bad}; stopped. The last good "
+                        f"checkpoints ({best_path.name}, {last_path.name}) are unchanged. Lower trainer.learning_rate "
+                        f"or set trainer.grad_clip.")
+                elapsed = time.perf_counter() - interval_start
+                train_seconds += elapsed
+                samples_seen += interval_samples
+                if main:
+                    steps = state["global_step"] % LOG_EVERY or LOG_EVERY
+                    for key, value in running.items():
+                        writer.add_scalar(f"train/loss_{key}", float(value) / steps, state["global_step"])
+                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state["global_step"])
+                    writer.add_scalar("train/samples_per_s", interval_samples / max(elapsed, 1e-9), state["global_step"])
+                    bar.set_postfix({k: f"{float(v) / steps:.4f}" for k, v in running.items()})
+                running = {}
+                if validate_now:
+                    val_loss = validation_loss()
+                    improved = val_loss < state["best_val"]
+                    state["best_val"], state["stale"] = (val_loss, 0) if improved else (state["best_val"], state["stale"] + 1)
+                    state["epoch"], state["step_in_epoch"] = (epoch, step + 1) if step + 1 < steps_per_epoch else (epoch + 1, 0)
+                    if main:
+                        writer.add_scalar("val/loss", val_loss, state["global_step"])
+                        if improved:
+                            atomic_torch_save(checkpoint_payload(val_loss), best_path)
+                        save_last()
+                        bar.write(f"[{config['exp_name']} {name}] step {state['global_step']}: val loss {val_loss:.4f}"
+                                  f"{' (best)' if improved else ''}")
+                    if state["stale"] >= t["early_stopping_patience"]:
+                        stopped_early = True
+                        break
+                interval_start, interval_samples = time.perf_counter(), 0
+        state["step_in_epoch"] = 0
+        if stopped_early:
+            break
+
+    # ------------------------------------------------------------------ after training
+    if world > 1:
+        dist.barrier()
+    if main:
+        summary = {"exp_name": config["exp_name"], "fold": fold, "device": str(device), "world_size": world,
+                   "global_batch": global_batch, "steps": state["global_step"], "epochs_run": state["epoch"] + 1,
+                   "stopped_early": stopped_early, "best_val_loss": state["best_val"],
+                   "train_samples_per_s": samples_seen / max(train_seconds, 1e-9),
+                   "wall_seconds": time.perf_counter() - wall_start,
+                   "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+        atomic_write_bytes(run_dir / f"train_{name}.json", json.dumps(summary, indent=2).encode())
+        writer.close()
+        dump_embeddings(config, fold, data.test, device)
+        if run_probe and config["probe"]["run_after_pretraining"] and config["ssl"]["type"] != "Supervised":
+            from probing.probe import run_probe
+
+            run_probe(config, fold, best_path, device)
+    return best_path
+
+
+def dump_embeddings(config: dict, fold: int, test_split, device) -> Path:
+    """Encode the fold's test split with the best checkpoint -> embeddings_fold-0K.pt."""
+    from training.checkpoint import load_checkpoint
+
+    model, ckpt = load_checkpoint(best_checkpoint_path(config, fold), device=device)
+    z = encode_array(model, test_split.x, ckpt["input_norm"], device)
+    path = embeddings_path(config, fold)
+    atomic_torch_save({"z": torch.from_numpy(z), "y": torch.from_numpy(test_split.y).long(),
+                       "subject": torch.from_numpy(test_split.subject.astype(np.int64)),
+                       "night": torch.from_numpy(test_split.night.astype(np.int64)),
+                       "fold": fold, "exp_name": config["exp_name"]}, path)
+    return path
