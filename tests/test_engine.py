@@ -1,0 +1,200 @@
+"""The shared training loop: each paradigm trains and leaves its files, resume reproduces an
+uninterrupted run, NaN stops cleanly, test subjects never reach the loop, DDP matches one process."""
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from training import cli
+from training.config import load_config
+from training.engine import TrainingDiverged, train_fold
+from training.paradigms import PARADIGMS
+
+REPO = Path(__file__).resolve().parents[1]
+SUBJECTS = list(range(8))
+EPOCHS_PER_NIGHT = 24
+
+
+def write_tiny_dataset(root):
+    """8 subjects x 1 night x 24 epochs of stage-dependent noise, in the prepared NPZ format.
+
+    Every sample of subject s carries an offset 100*s (µV), so the subject of any training
+    input can be read back from its mean.
+    """
+    rng = np.random.default_rng(0)
+    npz_dir = root / "npz"
+    npz_dir.mkdir(parents=True)
+    for s in SUBJECTS:
+        y = np.arange(EPOCHS_PER_NIGHT) % 5
+        x = rng.normal(0, 1, (EPOCHS_PER_NIGHT, 3000)) * (10 + 10 * y[:, None]) + 100 * s
+        np.savez(npz_dir / f"SC4{s:02d}1E0.npz", x=x.astype(np.float32), y=y.astype(np.int64), fs=100,
+                 ch_label="EEG Fpz-Cz", subject=s, night=1, start_time="1989-04-24T16:13:00",
+                 onsets=np.arange(EPOCHS_PER_NIGHT) * 30.0, psg_file="x", hypnogram_file="y")
+    splits = {"dataset": "demo", "num_folds": 2, "seed": 0, "folds": {
+        "1": {"train": [0, 1, 2, 3, 4], "val": [5], "test": [6, 7]},
+        "2": {"train": [2, 3, 4, 6, 7], "val": [5], "test": [0, 1]}}}
+    (root / "splits.json").write_text(json.dumps(splits))
+    return npz_dir, root / "splits.json"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    npz_dir, splits = write_tiny_dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, npz_dir, splits
+
+
+def make_config(workdir, paradigm="MP", backbone="CNN", **trainer):
+    tmp_path, npz_dir, splits = workdir
+    config = json.loads((REPO / "configs" / "demo" / "DEMO_Hybrid_CNN.json").read_text())
+    config["exp_name"] = f"test_{paradigm}_{backbone}"
+    config["backbone"] = {"type": backbone, "params": {}}
+    config["ssl"]["type"] = paradigm
+    config["data"].update({"root_dir": str(npz_dir), "splits": str(splits), "num_folds": 2,
+                           "masking": "token" if backbone == "Transformer" else "span"})
+    config["trainer"].update({"batch_size": 16, "max_epochs": 2, "val_period": 2, "early_stopping_patience": 50,
+                              "val_batch_size": 64, **trainer})
+    config["probe"].update({"epochs": 3, "batch_size": 32})
+    path = tmp_path / f"{config['exp_name']}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("paradigm", ["CRL", "MP", "Hybrid"])
+def test_each_paradigm_trains_and_leaves_its_files(workdir, paradigm):
+    path = make_config(workdir, paradigm)
+    cli.main(paradigm, ["--config", str(path), "--gpu", "cpu", "--fold", "1"])
+    exp = f"test_{paradigm}_CNN"
+    run = workdir[0] / "checkpoints" / exp
+    for name in ["ckpt_fold-01.pth", "last_fold-01.pth", "train_fold-01.json", "embeddings_fold-01.pt"]:
+        assert (run / name).is_file(), name
+    assert list((workdir[0] / "logs" / exp / "fold-01").glob("events.out.tfevents.*"))
+    assert (workdir[0] / "results" / exp / "metrics.json").is_file()
+    embeddings = torch.load(run / "embeddings_fold-01.pt")
+    assert embeddings["z"].shape == (2 * EPOCHS_PER_NIGHT, 128)
+    assert set(embeddings["subject"].tolist()) == {6, 7}
+    summary = json.loads((run / "train_fold-01.json").read_text())
+    assert summary["steps"] == 2 * (5 * EPOCHS_PER_NIGHT // 16) and summary["train_samples_per_s"] > 0
+
+
+def test_wrong_script_is_refused_with_the_right_one(workdir):
+    path = make_config(workdir, "MP")
+    with pytest.raises(SystemExit, match=r"is a MP config \(ssl.type\); run it with: python train_mp.py"):
+        cli.main("CRL", ["--config", str(path), "--gpu", "cpu"])
+
+
+def test_missing_gpu_is_a_clear_error(workdir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = make_config(workdir, "MP")
+    with pytest.raises(SystemExit, match="CUDA is not available on this machine; use --gpu cpu"):
+        cli.main("MP", ["--config", str(path), "--gpu", "0"])
+
+
+def _final_weights(config, fold=1):
+    ckpt = torch.load(f"checkpoints/{config['exp_name']}/last_fold-01.pth", weights_only=False)
+    return ckpt["model"], ckpt["state"]
+
+
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeypatch):
+    config = load_config(make_config(workdir, "MP", max_epochs=3))
+    train_fold(config, 1, "cpu", run_probe=False)
+    reference, reference_state = _final_weights(config)
+
+    config["exp_name"] = "interrupted"
+    original = PARADIGMS["MP"].__call__
+    calls = {"train": 0}
+
+    def interrupt_after_five(self, x, y):
+        if self.model.training:
+            calls["train"] += 1
+            if calls["train"] == 6:  # killed during step 6; the last state was saved after step 4
+                raise KeyboardInterrupt
+        return original(self, x, y)
+
+    monkeypatch.setattr(PARADIGMS["MP"], "__call__", interrupt_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        train_fold(config, 1, "cpu", run_probe=False)
+    monkeypatch.setattr(PARADIGMS["MP"], "__call__", original)
+    train_fold(config, 1, "cpu", resume=True, run_probe=False)
+    resumed, resumed_state = _final_weights(config)
+    assert resumed_state["global_step"] == reference_state["global_step"]
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir, monkeypatch):
+    config = load_config(make_config(workdir, "MP", max_epochs=3))
+    original = PARADIGMS["MP"].__call__
+    calls = {"train": 0}
+
+    def nan_at_step_five(self, x, y):
+        loss, parts = original(self, x, y)
+        if self.model.training:
+            calls["train"] += 1
+            if calls["train"] >= 5:
+                return loss * float("nan"), parts
+        return loss, parts
+
+    monkeypatch.setattr(PARADIGMS["MP"], "__call__", nan_at_step_five)
+    with pytest.raises(TrainingDiverged, match="NaN/inf at step 5"):
+        train_fold(config, 1, "cpu", run_probe=False)
+    best = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)
+    assert best["step"] == 4 and all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
+
+
+def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
+    config = load_config(make_config(workdir, "MP", max_epochs=1))
+    seen = []
+    original = PARADIGMS["MP"].__call__
+
+    def record(self, x, y):
+        if self.model.training:
+            seen.append(x.detach().clone())
+        return original(self, x, y)
+
+    monkeypatch.setattr(PARADIGMS["MP"], "__call__", record)
+    train_fold(config, 1, "cpu", run_probe=False)
+    norm = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)["input_norm"]
+    subjects = {round(float(x.mean() * norm["std"] + norm["mean"]) / 100) for batch in seen for x in batch}
+    assert subjects <= {0, 1, 2, 3, 4}
+
+
+# ---------------------------------------------------------------------------- DDP (gloo, CPU)
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world_size, port, config, cwd):
+    os.chdir(cwd)
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from training.engine import init_distributed
+
+    distributed, device = init_distributed(torch.device("cpu"))
+    train_fold(config, 1, device, run_probe=False, distributed=distributed)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(workdir):
+    """CRL on a Transformer (LayerNorm only, dropout off, identity augmentations): with negatives
+    gathered across ranks, 2 x 8 samples per step must give the weights of 1 x 16."""
+    config = load_config(make_config(workdir, "CRL", "Transformer", max_epochs=1, grad_clip=None))
+    config["backbone"]["params"].update({"dropout": 0.0})
+    for aug in config["ssl"]["params"]["augmentations"].values():
+        aug["p"] = 0.0
+    single = dict(config, exp_name="single")
+    train_fold(single, 1, "cpu", run_probe=False)
+    double = dict(config, exp_name="ddp")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), double, str(workdir[0])), nprocs=2, join=True)
+    a = torch.load("checkpoints/single/last_fold-01.pth", weights_only=False)["model"]
+    b = torch.load("checkpoints/ddp/last_fold-01.pth", weights_only=False)["model"]
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
