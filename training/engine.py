@@ -211,8 +211,9 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
                         f"checkpoints ({best_path.name}, {last_path.name}) are unchanged. Lower trainer.learning_rate "
                         f"or set trainer.grad_clip.")
                 elapsed = time.perf_counter() - interval_start
-                train_seconds += elapsed
-                samples_seen += interval_samples
+                if state["global_step"] > LOG_EVERY:  # the first interval (warm-up, autotuning) is not timed
+                    train_seconds += elapsed
+                    samples_seen += interval_samples
                 if main:
                     steps = state["global_step"] % LOG_EVERY or LOG_EVERY
                     for key, value in running.items():
@@ -248,7 +249,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
         summary = {"exp_name": config["exp_name"], "fold": fold, "device": str(device), "world_size": world,
                    "global_batch": global_batch, "steps": state["global_step"], "epochs_run": state["epoch"] + 1,
                    "stopped_early": stopped_early, "best_val_loss": state["best_val"],
-                   "train_samples_per_s": samples_seen / max(train_seconds, 1e-9),
+                   "train_samples_per_s": samples_seen / train_seconds if train_seconds else None,
                    "wall_seconds": time.perf_counter() - wall_start,
                    "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
         atomic_write_bytes(run_dir / f"train_{name}.json", json.dumps(summary, indent=2).encode())

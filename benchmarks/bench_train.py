@@ -1,0 +1,75 @@
+"""Pretraining throughput (samples/s, data pipeline included) of configs, measured by the engine itself.
+
+    python benchmarks/bench_train.py --data-root /data/npz --splits dset/Sleep-EDF-2018/splits.json \
+        --steps 300 --gpu 0 [--configs configs/DLPROJ_pretrain_*.json] [--set trainer.compile=true]
+
+Each config trains fold 1 for `--steps` mini-batches (batch size from the config, validation once at the
+end) in a scratch directory; the engine's own timer (train_fold-01.json) gives steady-state samples/s,
+excluding its first 25 steps (warm-up) and validation. Prints a Markdown table next to the reference
+implementation's numbers (H100, same data).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# reference implementation of this benchmark on an H100, samples/s (issue "Self-supervised training")
+REFERENCE = {("CRL", "CNN"): 2800, ("CRL", "CNN_Attention"): 2000, ("CRL", "Transformer"): 2000,
+             ("MP", "CNN"): 4500, ("MP", "CNN_Attention"): 3600, ("MP", "Transformer"): 4300,
+             ("Hybrid", "CNN"): 1500, ("Hybrid", "CNN_Attention"): 1500, ("Hybrid", "Transformer"): 1500}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=sorted(glob.glob(str(REPO / "configs/DLPROJ_pretrain_*.json"))))
+    parser.add_argument("--data-root", required=True, help="folder of prepared NPZ nights")
+    parser.add_argument("--splits", default=str(REPO / "dset/Sleep-EDF-2018/splits.json"))
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--gpu", default="0")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--json", help="write the results here as JSON")
+    args = parser.parse_args()
+
+    from training.config import load_config
+    from training.engine import train_fold
+    from utils import select_device
+
+    device = select_device(args.gpu)
+    rows = []
+    scratch = tempfile.mkdtemp(prefix="bench_train_")
+    here = os.getcwd()
+    for path in args.configs:
+        config = load_config(path, [f"data.root_dir={Path(args.data_root).resolve()}", f"data.splits={Path(args.splits).resolve()}",
+                                    "trainer.max_epochs=1", f"trainer.max_steps_per_epoch={args.steps}", "trainer.val_period=0",
+                                    "probe.run_after_pretraining=false", *args.overrides])
+        os.chdir(scratch)
+        try:
+            train_fold(config, 1, device, run_probe=False)
+            summary = json.loads((Path("checkpoints") / config["exp_name"] / "train_fold-01.json").read_text())
+        finally:
+            os.chdir(here)
+        key = (config["ssl"]["type"], config["backbone"]["type"])
+        rows.append({"config": config["exp_name"], "paradigm": key[0], "backbone": key[1],
+                     "batch": config["trainer"]["batch_size"], "samples_per_s": summary["train_samples_per_s"],
+                     "reference": REFERENCE.get(key), "peak_gpu_memory_gb": summary["peak_gpu_memory_gb"]})
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| paradigm | backbone | batch | samples/s | reference | speed-up | peak GPU memory (GB) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        speedup = f"{r['samples_per_s'] / r['reference']:.1f}x" if r["reference"] and r["samples_per_s"] else "-"
+        memory = f"{r['peak_gpu_memory_gb']:.2f}" if r["peak_gpu_memory_gb"] is not None else "-"
+        print(f"| {r['paradigm']} | {r['backbone']} | {r['batch']} | {r['samples_per_s']:.0f} | {r['reference']} | {speedup} | {memory} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
