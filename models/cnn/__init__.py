@@ -1,0 +1,3 @@
+from models.cnn.cnn import CNN
+
+__all__ = ["CNN"]
