@@ -94,7 +94,8 @@ def validate(config: Any, schema: dict, path: str = "") -> list[str]:
         if isinstance(spec, Field):
             if key not in config:
                 if spec.default is REQUIRED:
-                    problems.append(f"{sub}: missing (required)")
+                    allowed = f", one of {list(spec.choices)}" if spec.choices else ""
+                    problems.append(f"{sub}: missing (required{allowed})")
                 continue
             problems += spec.problems(config[key], sub)
         elif isinstance(spec, dict):

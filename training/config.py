@@ -16,15 +16,9 @@ AUGMENTATIONS = ("band_stop", "time_shift", "zero_masking", "time_warp", "permut
 
 
 def _backbone(value, path):
-    from models.main_model import BACKBONES
+    from models.main_model import backbone_problems  # type, params and their consistency
 
-    if not isinstance(value, dict):
-        return [f"{path}: expected an object with 'type' and 'params'"]
-    problems = validate(value, {"type": Field(str, choices=tuple(BACKBONES)), "params": Field(dict, default={})}, path)
-    kind = value.get("type")
-    if kind in BACKBONES and isinstance(value.get("params", {}), dict):
-        problems += validate(value.get("params", {}), BACKBONES[kind].PARAMS, f"{path}.params")
-    return problems
+    return backbone_problems(value, path)
 
 
 AUGMENTATION_SCHEMA = {
