@@ -1,0 +1,115 @@
+"""Load the prepared nights of a fold's subjects into one array per split.
+
+    fold = load_fold(config["data"], fold=1)
+    fold.train.x  (n, 3000) float32 µV     fold.train.y        (n,) int64 stage 0..4
+    fold.train.subject (n,) int16          fold.train.night    (n,) int8
+
+Only the split's subjects are read (SC4ssN*.npz in data.root_dir); each split is one preallocated array filled
+night by night, so memory holds the split once plus one night.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils import REPO_ROOT
+
+EPOCH_SAMPLES = 3000
+NIGHT_FILE = re.compile(r"^SC4(\d\d)(\d).*\.npz$")
+PREPARE_HINT = ("prepare them with: python dset/Sleep-EDF-2018/prepare_sleep-edf-2018.py --data-dir <download folder> "
+                "(or python -m dset.demo for the demo dataset)")
+
+
+@dataclass
+class Split:
+    """Epochs of a set of subjects: x (n, 3000) float32, y (n,) int64, subject (n,) int16, night (n,) int8."""
+
+    x: np.ndarray
+    y: np.ndarray
+    subject: np.ndarray
+    night: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class FoldData:
+    fold: int
+    train: Split
+    val: Split
+    test: Split
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """An absolute path as is; a relative one against the current directory, then the repo root."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    return REPO_ROOT / path if (REPO_ROOT / path).exists() else path
+
+
+def read_splits(data_cfg: dict) -> dict:
+    """The splits JSON of `data_cfg["splits"]`, checked against the config's dataset and num_folds."""
+    path = resolve(data_cfg["splits"])
+    if not path.is_file():
+        raise FileNotFoundError(f"data.splits: {data_cfg['splits']} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+    splits = json.loads(path.read_text())
+    for key in ("dataset", "num_folds"):
+        if key in data_cfg and splits.get(key) != data_cfg[key]:
+            raise ValueError(f"data.{key} is {data_cfg[key]!r} but {path} was made for {key} {splits.get(key)!r}")
+    return splits
+
+
+def night_files(root_dir: Path, subjects) -> list[tuple[int, int, Path]]:
+    """(subject, night, path) of every prepared night of `subjects`; FileNotFoundError naming the missing ones."""
+    if not root_dir.is_dir():
+        raise FileNotFoundError(f"data.root_dir: {root_dir} is not a folder of prepared nights; {PREPARE_HINT}")
+    wanted = set(int(s) for s in subjects)
+    files = sorted((int(m[1]), int(m[2]), p) for p in root_dir.iterdir() if (m := NIGHT_FILE.match(p.name)))
+    files = [f for f in files if f[0] in wanted]
+    missing = sorted(wanted - {s for s, _, _ in files})
+    if missing:
+        raise FileNotFoundError(f"no prepared night (SC4ssN*.npz) in {root_dir} for subject(s) {missing}; {PREPARE_HINT}")
+    return files
+
+
+def load_split(data_cfg: dict, subjects) -> Split:
+    """All prepared nights of `subjects` from `data_cfg["root_dir"]`, in (subject, night) order."""
+    files = night_files(resolve(data_cfg["root_dir"]), subjects)
+    labels = []
+    for _, _, path in files:
+        with np.load(path) as night:
+            if "x" not in night or "y" not in night:
+                raise ValueError(f"{path}: not a prepared night (needs keys x and y, has {night.files}); {PREPARE_HINT}")
+            labels.append(night["y"].astype(np.int64))
+    counts = [len(y) for y in labels]
+    x = np.empty((sum(counts), EPOCH_SAMPLES), dtype=np.float32)
+    start = 0
+    for (_, _, path), n in zip(files, counts):
+        with np.load(path) as night:
+            night_x = night["x"]
+        if night_x.shape != (n, EPOCH_SAMPLES):
+            raise ValueError(f"{path}: x has shape {night_x.shape}, expected ({n}, {EPOCH_SAMPLES})")
+        x[start:start + n] = night_x
+        start += n
+    return Split(
+        x=x,
+        y=np.concatenate(labels) if labels else np.empty(0, np.int64),
+        subject=np.repeat(np.array([s for s, _, _ in files], np.int16), counts),
+        night=np.repeat(np.array([n for _, n, _ in files], np.int8), counts),
+    )
+
+
+def load_fold(data_cfg: dict, fold: int) -> FoldData:
+    """Train, validation and test splits of fold `fold` (1..num_folds) of `data_cfg["splits"]`."""
+    folds = read_splits(data_cfg)["folds"]
+    if str(fold) not in folds:
+        raise ValueError(f"fold {fold} is not in {data_cfg['splits']} (folds {', '.join(folds)})")
+    parts = folds[str(fold)]
+    return FoldData(fold, *(load_split(data_cfg, parts[name]) for name in ("train", "val", "test")))
