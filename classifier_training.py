@@ -1,0 +1,133 @@
+"""Score pretrained encoders on sleep staging, run the baselines, and build the Key Results table.
+
+    # linear evaluation of one fold's best checkpoint (the fold is read from the checkpoint)
+    python classifier_training.py --encoder_ckpt checkpoints/<exp>/ckpt_fold-01.pth --config configs/<cfg>.json
+    # every fold of the run (checkpoints beside --encoder_ckpt, default checkpoints/<exp_name>/)
+    python classifier_training.py --config configs/<cfg>.json --fold all [--probe mlp] [--label-fraction 0.01]
+    # baselines on the same folds
+    python classifier_training.py --config configs/<cfg>.json --fold all --baseline random|supervised|bandpower
+    # results/summary.md and results/summary.csv from every results/*/metrics.json
+    python classifier_training.py --summarize
+
+Each run writes predictions_fold-KK.npz and re-aggregates every fold present in its results folder
+(metrics.json, per_fold.csv, confusion.png, hypnogram.png), so folds scored one at a time pool correctly.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from probing.baselines import (bandpower_fold, random_init_config, random_init_fold, supervised_config,
+                               supervised_fold, write_bandpower_results)
+from probing.probe import run_probe
+from probing.results import RESULTS_ROOT, write_results, write_summary
+from training.checkpoint import best_checkpoint_path
+from training.config import load_config
+from utils import ConfigError, fold_name, select_device
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--encoder_ckpt", "--encoder-ckpt", type=Path,
+                        help="best checkpoint of a fold, checkpoints/<exp>/ckpt_fold-KK.pth")
+    parser.add_argument("--config", type=Path, help="the config the encoder was trained with (JSON or YAML)")
+    parser.add_argument("--fold", help="fold number K or 'all' (default: the fold of --encoder_ckpt)")
+    parser.add_argument("--gpu", default="0" if torch.cuda.is_available() else "cpu",
+                        help="CUDA device index or 'cpu' (default: 0 when CUDA is available)")
+    parser.add_argument("--probe", choices=("linear", "mlp"), help="probe.type override (default: the config's)")
+    parser.add_argument("--label-fraction", type=float, help="train on this fraction of the labelled epochs")
+    parser.add_argument("--baseline", choices=("random", "supervised", "bandpower"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--summarize", action="store_true", help="build results/summary.md from results/*/")
+    args = parser.parse_args(argv)
+    if not args.summarize and args.config is None:
+        parser.error("--config is required (or use --summarize)")
+    if args.baseline is None and not args.summarize and args.encoder_ckpt is None and args.fold is None:
+        parser.error("give --encoder_ckpt, or --fold K|all to use checkpoints/<exp_name>/ckpt_fold-KK.pth")
+    if args.baseline == "supervised" and args.label_fraction not in (None, 1.0):
+        parser.error("--label-fraction applies to probes; the supervised baseline trains on every label")
+    return args
+
+
+def resolve_folds(args, config: dict) -> list[int]:
+    """--fold K | all, or the fold stored in --encoder_ckpt."""
+    n_folds = config["data"]["num_folds"]
+    if args.fold == "all":
+        return list(range(1, n_folds + 1))
+    if args.fold is not None:
+        if not args.fold.isdigit() or not 1 <= int(args.fold) <= n_folds:
+            raise ConfigError([f"--fold {args.fold}: expected 'all' or a fold number in 1..{n_folds} (data.num_folds)"])
+        return [int(args.fold)]
+    if args.encoder_ckpt is None:
+        raise ConfigError(["--fold: required when no --encoder_ckpt is given"])
+    if not args.encoder_ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {args.encoder_ckpt}")
+    return [int(torch.load(args.encoder_ckpt, map_location="cpu", weights_only=False)["fold"])]
+
+
+def encoder_checkpoint(args, config: dict, fold: int) -> Path:
+    """--encoder_ckpt for a single fold; for --fold all, ckpt_fold-KK.pth beside it (or the run's default)."""
+    if args.encoder_ckpt is not None and args.fold != "all":
+        return args.encoder_ckpt
+    if args.encoder_ckpt is not None:
+        return args.encoder_ckpt.parent / f"ckpt_{fold_name(fold)}.pth"
+    return best_checkpoint_path(config, fold)
+
+
+def score_fold(args, config: dict, fold: int, device) -> dict:
+    if args.baseline is None:
+        return run_probe(config, fold, encoder_checkpoint(args, config, fold), device)
+    if args.baseline == "supervised":
+        return supervised_fold(config, fold, device)
+    from dset.loader import load_fold
+
+    data = load_fold(config["data"], fold)
+    if args.baseline == "random":
+        return random_init_fold(config, fold, device, data)
+    return bandpower_fold(config, fold, data)
+
+
+def aggregate(args, config: dict) -> dict:
+    if args.baseline == "bandpower":
+        return write_bandpower_results(config)
+    run = {None: config, "random": random_init_config(config), "supervised": supervised_config(config)}[args.baseline]
+    return write_results(run)
+
+
+def describe(scores: dict) -> str:
+    kappa = "n/a" if scores["kappa"] is None else f"{scores['kappa']:.3f}"
+    return f"accuracy {100 * scores['accuracy']:.1f} %, macro-F1 {scores['macro_f1']:.3f}, kappa {kappa}"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        if args.summarize:
+            md_path, csv_path = write_summary()
+            print(md_path.read_text())
+            print(f"wrote {md_path} and {csv_path}")
+            return
+        overrides = list(args.set)
+        if args.probe:
+            overrides.append(f"probe.type={args.probe}")
+        if args.label_fraction is not None:
+            overrides.append(f"probe.label_fraction={args.label_fraction}")
+        config = load_config(args.config, overrides)
+        device = select_device(args.gpu)
+        for fold in resolve_folds(args, config):
+            scores = score_fold(args, config, fold, device)
+            print(f"fold {fold} ({scores['classifier']}, {scores['n_epochs']} test epochs): {describe(scores)}")
+        metrics = aggregate(args, config)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(f"{metrics['exp_name']}, {metrics['n_folds']} fold(s) pooled ({metrics['n_epochs']} test epochs): "
+          f"{describe(metrics['pooled'])}; per-fold mean macro-F1 {metrics['fold_mean']['macro_f1']:.3f} "
+          f"± {metrics['fold_std']['macro_f1']:.3f}")
+    print(f"results in {RESULTS_ROOT / metrics['run']}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Run outputs: per-fold predictions, aggregated metrics and plots, and the Key Results table.
+
+    results/<run>/predictions_fold-01.npz   y_true, y_pred, subject, night of the fold's test epochs + meta (JSON)
+    results/<run>/metrics.json              pooled + fold mean/std + per-fold metrics, classifier, label fraction
+    results/<run>/per_fold.csv              one row per fold
+    results/<run>/confusion.png             pooled confusion matrix, counts and row-normalised
+    results/<run>/hypnogram.png             true vs predicted stages of one test night
+    results/summary.md, summary.csv         every results/*/metrics.json as one table (--summarize)
+
+<run> is `results_dir(config)`: the experiment name, plus `_mlp-probe` for the MLP probe and
+`_labels-F` for a label fraction F < 1, so runs with different classifiers never mix their folds.
+Predictions are saved per fold, so folds probed in separate invocations pool correctly.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from probing.metrics import classification_metrics, pooled_and_per_fold
+from utils import STAGES, atomic_write_bytes, fold_name
+
+RESULTS_ROOT = Path("results")
+# Fields every fold of one run must share (a stale file from another configuration is refused).
+RUN_FIELDS = ("exp_name", "paradigm", "architecture", "classifier", "label_fraction", "dataset")
+PARADIGM_ORDER = ("CRL", "MP", "Hybrid", "Supervised", "Random init", "Band power")
+
+
+def results_dir(config: dict) -> Path:
+    """results/<exp_name>[_mlp-probe][_labels-F]; a supervised model is scored by its own head."""
+    name = config["exp_name"]
+    if config["ssl"]["type"] != "Supervised":
+        if config["probe"]["type"] != "linear":
+            name += f"_{config['probe']['type']}-probe"
+        if config["probe"]["label_fraction"] < 1:
+            name += f"_labels-{config['probe']['label_fraction']:g}"
+    return RESULTS_ROOT / name
+
+
+def run_meta(config: dict, paradigm: str, architecture: str, classifier: str, label_fraction: float) -> dict:
+    """What produced a run's predictions; stored with every fold and in metrics.json."""
+    return {
+        "exp_name": config["exp_name"],
+        "paradigm": paradigm,
+        "architecture": architecture,
+        "classifier": classifier,
+        "label_fraction": float(label_fraction),
+        "dataset": config["data"]["dataset"],
+    }
+
+
+# ----------------------------------------------------------------------------- per-fold predictions
+def save_fold_predictions(out_dir: Path, fold: int, test, y_pred: np.ndarray, meta: dict) -> dict:
+    """Write predictions_fold-KK.npz for a test Split (x, y, subject, night); return the fold's metrics."""
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if y_pred.shape != test.y.shape:
+        raise ValueError(f"fold {fold}: {y_pred.shape} predictions for {test.y.shape} test labels")
+    meta = {**meta, "fold": int(fold)}
+    buffer = io.BytesIO()
+    np.savez(buffer, y_true=test.y.astype(np.int64), y_pred=y_pred, subject=test.subject, night=test.night,
+             meta=np.array(json.dumps(meta)))
+    atomic_write_bytes(Path(out_dir) / f"predictions_{fold_name(fold)}.npz", buffer.getvalue())
+    return {**meta, **classification_metrics(test.y, y_pred)}
+
+
+def load_fold_predictions(out_dir: Path) -> dict[int, dict]:
+    """{fold: {"y_true", "y_pred", "subject", "night", "meta"}} of every predictions file in out_dir."""
+    folds = {}
+    for path in sorted(Path(out_dir).glob("predictions_fold-*.npz")):
+        with np.load(path, allow_pickle=False) as npz:
+            entry = {key: npz[key] for key in ("y_true", "y_pred", "subject", "night")}
+            entry["meta"] = json.loads(str(npz["meta"]))
+        entry["path"] = path
+        folds[entry["meta"]["fold"]] = entry
+    if not folds:
+        raise FileNotFoundError(f"no predictions_fold-*.npz in {out_dir}: run the probe on at least one fold first")
+    first = folds[min(folds)]
+    for fold, entry in folds.items():
+        differing = [k for k in RUN_FIELDS if entry["meta"].get(k) != first["meta"].get(k)]
+        if differing:
+            raise ValueError(
+                f"{entry['path']} differs from {first['path']} in {differing} "
+                f"({[entry['meta'].get(k) for k in differing]} vs {[first['meta'].get(k) for k in differing]}): "
+                "delete the stale predictions file(s) and re-run those folds"
+            )
+    return folds
+
+
+# ----------------------------------------------------------------------------- aggregation
+def write_results(config: dict, out_dir: Path | None = None) -> dict:
+    """Aggregate every fold present in results_dir(config) (or out_dir); write metrics, CSV and plots."""
+    out_dir = Path(out_dir) if out_dir is not None else results_dir(config)
+    folds = load_fold_predictions(out_dir)
+    scores = pooled_and_per_fold({f: (e["y_true"], e["y_pred"]) for f, e in folds.items()})
+    per_fold = [{**folds[f]["meta"], **scores["per_fold"][f]} for f in sorted(folds)]
+    metrics = {
+        "run": out_dir.name,
+        **{k: folds[min(folds)]["meta"][k] for k in RUN_FIELDS},
+        "probe": folds[min(folds)]["meta"].get("probe"),
+        "n_folds": len(folds),
+        "folds": sorted(folds),
+        "n_epochs": scores["pooled"]["n_epochs"],
+        "pooled": scores["pooled"],
+        "fold_mean": scores["fold_mean"],
+        "fold_std": scores["fold_std"],
+        "per_fold": per_fold,
+    }
+    atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    atomic_write_bytes(out_dir / "per_fold.csv", _per_fold_csv(per_fold).encode())
+    atomic_write_bytes(out_dir / "confusion.png", plot_confusion(scores["pooled"], metrics["classifier"]))
+    first = folds[min(folds)]
+    night = (first["subject"] == first["subject"][0]) & (first["night"] == first["night"][0])
+    title = f"subject {first['subject'][0]}, night {first['night'][0]} (test, fold {min(folds)})"
+    atomic_write_bytes(out_dir / "hypnogram.png", plot_hypnogram(first["y_true"][night], first["y_pred"][night], title))
+    return metrics
+
+
+def _per_fold_csv(per_fold: list[dict]) -> str:
+    columns = ["fold", "n_epochs", "n_train_labels", "accuracy", "macro_f1", "kappa"]
+    columns += [f"f1_{s}" for s in STAGES] + ["best_epoch", "epochs_trained"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in per_fold:
+        writer.writerow({**row, **{f"f1_{s}": row["per_class_f1"][s] for s in STAGES}})
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- plots
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plot_confusion(pooled: dict, classifier: str) -> bytes:
+    """Two heatmaps of the pooled confusion matrix: counts and row-normalised (recall per stage)."""
+    counts, normalised = np.array(pooled["confusion"]), np.array(pooled["confusion_normalised"])
+    fig = Figure(figsize=(11, 4.6))
+    for ax, matrix, title, fmt in zip(fig.subplots(1, 2), (counts, normalised),
+                                      ("counts", "row-normalised"), ("{:d}", "{:.2f}")):
+        image = ax.imshow(matrix, cmap="Blues", vmin=0)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        threshold = matrix.max() / 2 if matrix.max() > 0 else 1
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > threshold else "black")
+        ax.set(xticks=range(len(STAGES)), yticks=range(len(STAGES)), xticklabels=STAGES, yticklabels=STAGES,
+               xlabel="predicted", ylabel="true", title=title)
+    fig.suptitle(f"{classifier}: pooled test predictions, accuracy {pooled['accuracy']:.3f}, "
+                 f"macro-F1 {pooled['macro_f1']:.3f}, n={pooled['n_epochs']}")
+    return _png(fig)
+
+
+HYPNOGRAM_ORDER = ("W", "REM", "N1", "N2", "N3")  # top to bottom, as clinicians draw it
+
+
+def plot_hypnogram(y_true: np.ndarray, y_pred: np.ndarray, title: str, epoch_s: float = 30.0) -> bytes:
+    """True and predicted stages of one night as step plots, W at the top and N3 at the bottom."""
+    level = np.array([HYPNOGRAM_ORDER.index(s) for s in STAGES])  # label -> row on the y-axis
+    hours = np.arange(len(y_true) + 1) * epoch_s / 3600
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, labels, name, color in zip(axes, (y_true, y_pred), ("true", "predicted"), ("black", "tab:blue")):
+        rows = level[labels]
+        ax.step(hours, np.append(rows, rows[-1]), where="post", color=color, linewidth=1)
+        ax.set(yticks=range(len(HYPNOGRAM_ORDER)), yticklabels=HYPNOGRAM_ORDER, ylim=(len(HYPNOGRAM_ORDER) - 0.5, -0.5),
+               ylabel=name)
+    axes[-1].set_xlabel("time (h)")
+    fig.suptitle(f"{title}: accuracy {np.mean(y_true == y_pred):.3f} over {len(y_true)} epochs")
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------- Key Results table
+def write_summary(results_root: Path = RESULTS_ROOT) -> tuple[Path, Path]:
+    """Collect results/*/metrics.json into results/summary.md (Markdown) and results/summary.csv."""
+    results_root = Path(results_root)
+    runs = [json.loads(p.read_text()) for p in sorted(results_root.glob("*/metrics.json"))]
+    if not runs:
+        raise FileNotFoundError(f"no {results_root}/*/metrics.json found: run classifier_training.py first")
+    rank = {name: i for i, name in enumerate(PARADIGM_ORDER)}
+    runs.sort(key=lambda r: (rank.get(r["paradigm"], len(rank)), r["architecture"], -r["label_fraction"], r["classifier"]))
+    md_path, csv_path = results_root / "summary.md", results_root / "summary.csv"
+    atomic_write_bytes(md_path, _summary_markdown(runs).encode())
+    atomic_write_bytes(csv_path, _summary_csv(runs).encode())
+    return md_path, csv_path
+
+
+def _summary_markdown(runs: list[dict]) -> str:
+    n_folds = sorted({r["n_folds"] for r in runs})
+    folds = f"{n_folds[0]}" if len(n_folds) == 1 else f"{n_folds[0]}-{n_folds[-1]} (see Folds)"
+    probes = sorted({r["classifier"] for r in runs if r["paradigm"] in ("CRL", "MP", "Hybrid")})
+    datasets = ", ".join(sorted({r["dataset"] for r in runs}))
+    lines = [
+        "**Key results.** Sleep staging on " + datasets + ", single-channel Fpz-Cz, subject-wise folds. "
+        f"Metrics on the test predictions pooled over {folds} fold(s); per-fold mean ± std in summary.csv. "
+        f"Self-supervised encoders are frozen and scored by: {', '.join(probes) or 'n/a'}. "
+        "Baselines: Supervised (same encoder trained end to end with labels), Random init (the same probe on a "
+        "randomly initialised frozen encoder), Band power (logistic regression on Welch band powers).",
+        "",
+        "| Paradigm | Architecture | Classifier | Labels | Folds | Accuracy (%) | Macro-F1 | Cohen's κ |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        p = r["pooled"]
+        kappa = "n/a" if p["kappa"] is None else f"{p['kappa']:.3f}"
+        lines.append(f"| {r['paradigm']} | {r['architecture']} | {r['classifier']} | {100 * r['label_fraction']:g}% | "
+                     f"{r['n_folds']} | {100 * p['accuracy']:.1f} | {p['macro_f1']:.3f} | {kappa} |")
+    return "\n".join(lines) + "\n"
+
+
+def _summary_csv(runs: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    scalars = ("accuracy", "macro_f1", "kappa")
+    writer.writerow(["run", "paradigm", "architecture", "classifier", "label_fraction", "dataset", "n_folds",
+                     "n_epochs"] + [f"{m}_{kind}" for m in scalars for kind in ("pooled", "fold_mean", "fold_std")])
+    for r in runs:
+        writer.writerow([r["run"], r["paradigm"], r["architecture"], r["classifier"], r["label_fraction"],
+                         r["dataset"], r["n_folds"], r["n_epochs"]]
+                        + [r[kind][m] for m in scalars for kind in ("pooled", "fold_mean", "fold_std")])
+    return buffer.getvalue()

@@ -1,0 +1,244 @@
+"""The probe on frozen latents, label fractions, per-fold outputs, baselines and the classifier_training CLI."""
+import copy
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from scipy.signal import welch
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+
+from probing.baselines import BANDS, bandpower_features, bandpower_fold, bandpower_results_dir
+from probing.probe import class_weights, fit_probe, label_subset, predict, probe_encoder, run_probe, score_supervised
+from probing.results import load_fold_predictions, results_dir, write_results
+
+PROBE = {"type": "linear", "epochs": 30, "batch_size": 64, "learning_rate": 1e-2, "weight_decay": 1e-4,
+         "patience": 3, "class_weighting": "balanced", "label_fraction": 1.0, "run_after_pretraining": True}
+CONFIG = {"exp_name": "toy", "backbone": {"type": "CNN", "params": {}}, "trainer": {"seed": 0},
+          "data": {"dataset": "demo", "sampling_rate": 100}, "ssl": {"type": "CRL"}, "probe": PROBE}
+
+
+def blobs(n: int, dim: int = 16, seed: int = 0, spread: float = 0.5):
+    """Five well-separated Gaussian clusters: latents (n, dim) float32, labels (n,) int64."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(123).normal(0, 3, (5, dim))
+    y = rng.integers(0, 5, n)
+    return (centres[y] + rng.normal(0, spread, (n, dim))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_probe_separates_toy_latents(kind):
+    (z_tr, y_tr), (z_va, y_va), (z_te, y_te) = blobs(1500, seed=1), blobs(300, seed=2), blobs(600, seed=3)
+    probe, summary = fit_probe(z_tr, y_tr, z_va, y_va, {**PROBE, "type": kind}, seed=0)
+    assert np.mean(predict(probe, z_te) == y_te) > 0.95
+    assert 1 <= summary["best_epoch"] <= summary["epochs_trained"] <= PROBE["epochs"]
+    assert summary["n_train_labels"] == 1500
+
+
+def test_probe_on_shuffled_labels_stays_near_chance():
+    (z_tr, y_tr), (z_va, y_va), (z_te, y_te) = blobs(1500, seed=1), blobs(300, seed=2), blobs(2000, seed=3)
+    rng = np.random.default_rng(0)
+    probe, _ = fit_probe(z_tr, rng.permutation(y_tr), z_va, rng.permutation(y_va), PROBE, seed=0)
+    accuracy = np.mean(predict(probe, z_te) == rng.permutation(y_te))
+    assert accuracy < 0.3  # chance is 0.2; ±0.009 std on 2000 epochs
+
+
+def test_probe_is_standardised_with_the_given_statistics():
+    z, y = blobs(200)
+    stats = z * 10 + 5
+    probe, _ = fit_probe(z, y, z, y, {**PROBE, "epochs": 1}, seed=0, z_stats=stats)
+    assert torch.allclose(probe.mean, torch.from_numpy(stats.mean(0)))
+    assert torch.allclose(probe.std, torch.from_numpy(stats.std(0, ddof=1)))
+
+
+def test_label_fraction_keeps_one_percent_and_every_stage():
+    y = np.repeat(np.arange(5), [6030, 1000, 7960, 4880, 130])  # 20000 epochs, 130 REM
+    subset = label_subset(y, 0.01, seed=3)
+    assert len(subset) == 200 and len(np.unique(subset)) == 200
+    counts = np.bincount(y[subset], minlength=5)
+    assert counts.tolist() == [60, 10, 80, 49, 1]  # shares 60.3, 10, 79.6, 48.8, 1.3: largest remainders round up
+    assert np.array_equal(subset, label_subset(y, 0.01, seed=3))
+    assert not np.array_equal(subset, label_subset(y, 0.01, seed=4))
+    rare = np.repeat(np.arange(5), [5000, 5000, 5000, 4999, 1])  # a single REM epoch is still kept
+    assert np.bincount(rare[label_subset(rare, 0.01, seed=0)], minlength=5).min() == 1
+    assert np.array_equal(label_subset(y, 1.0, seed=0), np.arange(len(y)))
+    with pytest.raises(ValueError, match="label fraction"):
+        label_subset(y, 0.0, seed=0)
+
+
+def test_balanced_class_weights_follow_scikit_learn():
+    y = np.repeat(np.arange(5), [50, 10, 100, 30, 10])
+    expected = compute_class_weight("balanced", classes=np.arange(5), y=y)
+    assert torch.allclose(class_weights(y, "balanced"), torch.tensor(expected, dtype=torch.float32))
+    assert class_weights(y, "none") is None
+
+
+# ----------------------------------------------------------------------------- one fold, end to end
+@dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+    subject: np.ndarray
+    night: np.ndarray
+
+
+@dataclass
+class FoldData:
+    train: Split
+    val: Split
+    test: Split
+
+
+def toy_split(n: int, seed: int, subjects=(0, 1)) -> Split:
+    """Epochs (n, 3000) whose amplitude doubles with the stage; two subjects, one night each, in order."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 5, n)
+    x = (rng.normal(0, 1, (n, 3000)) * 5 * 2.0 ** y[:, None]).astype(np.float32)
+    subject = np.repeat(np.array(subjects, np.int16), [n // 2, n - n // 2])
+    return Split(x, y, subject, np.ones(n, np.int8))
+
+
+def toy_fold(seed: int) -> FoldData:
+    return FoldData(toy_split(300, seed), toy_split(100, seed + 1, (2, 3)), toy_split(120, seed + 2, (4, 5)))
+
+
+class AmplitudeEncoder(nn.Module):
+    """Stand-in for SSLModel: latent = (log std, its square, mean) of each epoch; a fixed head."""
+
+    latent_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = nn.Linear(3, 5)
+
+    def encode(self, x):  # (B, 1, T) -> (B, 3)
+        log_std = x.std(dim=-1).log().squeeze(1)
+        return torch.stack([log_std, log_std**2, x.mean(dim=(1, 2))], dim=1)
+
+    def classify(self, z):  # (B, 3) -> (B, 5)
+        return self.classifier(z)
+
+
+NORM = {"mean": 0.0, "std": 10.0}
+
+
+def test_probe_fold_writes_predictions_and_pooled_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = copy.deepcopy(CONFIG)
+    folds = [probe_encoder(AmplitudeEncoder(), NORM, toy_fold(10 * k), config, k, "cpu", paradigm="CRL")
+             for k in (1, 2)]
+    assert folds[0]["fold"] == 1 and folds[0]["classifier"] == "linear probe" and folds[0]["accuracy"] > 0.9
+    out = tmp_path / "results" / "toy"
+    assert sorted(p.name for p in out.iterdir()) == ["predictions_fold-01.npz", "predictions_fold-02.npz"]
+    with np.load(out / "predictions_fold-02.npz") as npz:
+        assert npz["y_true"].shape == npz["y_pred"].shape == npz["subject"].shape == (120,)
+
+    metrics = write_results(config)
+    assert metrics["n_folds"] == 2 and metrics["folds"] == [1, 2] and metrics["n_epochs"] == 240
+    assert metrics["probe"] == "linear" and metrics["label_fraction"] == 1.0 and metrics["paradigm"] == "CRL"
+    assert metrics["per_fold"][1]["accuracy"] == pytest.approx(folds[1]["accuracy"])
+    assert json.loads((out / "metrics.json").read_text())["pooled"] == metrics["pooled"]
+    csv_lines = (out / "per_fold.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("fold,n_epochs,n_train_labels,accuracy") and len(csv_lines) == 3
+    for png in ("confusion.png", "hypnogram.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_label_fraction_and_mlp_runs_get_their_own_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = copy.deepcopy(CONFIG)
+    config["probe"] |= {"type": "mlp", "label_fraction": 0.1, "epochs": 3}
+    fold = probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")
+    assert results_dir(config).name == "toy_mlp-probe_labels-0.1"
+    assert fold["n_train_labels"] == 30 and fold["label_fraction"] == 0.1
+    assert write_results(config)["classifier"] == "mlp probe"
+
+
+def test_stale_predictions_of_another_classifier_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = copy.deepcopy(CONFIG)
+    probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")
+    probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 2, "cpu", paradigm="MP")
+    with pytest.raises(ValueError, match="paradigm"):
+        load_fold_predictions(results_dir(config))
+    with pytest.raises(FileNotFoundError, match="no predictions"):
+        load_fold_predictions(tmp_path / "empty")
+
+
+def test_supervised_model_is_scored_by_its_own_head(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = copy.deepcopy(CONFIG)
+    config |= {"exp_name": "toy_supervised", "ssl": {"type": "Supervised"}}
+    model, data = AmplitudeEncoder().eval(), toy_fold(0)
+    fold = score_supervised(model, NORM, data, config, 1, "cpu")
+    with torch.no_grad():
+        expected = model.classify(model.encode((torch.from_numpy(data.test.x) / 10).unsqueeze(1))).argmax(1)
+    assert fold["accuracy"] == pytest.approx(np.mean(expected.numpy() == data.test.y))
+    assert fold["classifier"] == "supervised head" and results_dir(config).name == "toy_supervised"
+    assert (tmp_path / "results" / "toy_supervised" / "predictions_fold-01.npz").is_file()
+
+
+# ----------------------------------------------------------------------------- band power baseline
+def test_bandpower_features_match_scipy_on_one_epoch():
+    x = np.random.default_rng(0).normal(0, 20, (3, 3000)).astype(np.float32)
+    features = bandpower_features(x, fs=100, chunk=2)  # chunks of 2: the batched path crosses a boundary
+    f, psd = welch(x[2].astype(np.float64), fs=100, nperseg=400)
+    expected = [np.log(psd[(f >= lo) & (f < hi)].sum() * (f[1] - f[0])) for lo, hi in BANDS.values()]
+    assert features[2, :5] == pytest.approx(expected, rel=1e-5)
+    assert features[2, 5] == pytest.approx(np.log(x[2].astype(np.float64).std()), rel=1e-6)
+
+
+def test_bandpower_baseline_scores_a_fold(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fold = bandpower_fold(copy.deepcopy(CONFIG), 1, toy_fold(0))
+    assert fold["accuracy"] > 0.9 and fold["paradigm"] == "Band power" and fold["C"] in (0.01, 0.1, 1.0, 10.0)
+    assert bandpower_results_dir(CONFIG).name == "Baseline_bandpower_demo"
+    assert (tmp_path / "results" / "Baseline_bandpower_demo" / "predictions_fold-01.npz").is_file()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _saved_checkpoint(tmp_path, backbone: str, fold: int = 1):
+    main_model = pytest.importorskip("models.main_model", reason="models/ (build_model) is not importable yet")
+    config = copy.deepcopy(CONFIG)
+    config["backbone"] = {"type": backbone, "params": {}}
+    path = tmp_path / f"ckpt_{backbone}.pth"
+    torch.save({"model": main_model.build_model(config).state_dict(), "config": config, "fold": fold,
+                "input_norm": NORM, "epoch": 0, "step": 0, "val_loss": 1.0}, path)
+    return path
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    pytest.importorskip("models.main_model", reason="models/ (build_model) is not importable yet")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nope.pth"):
+        run_probe(CONFIG, 1, tmp_path / "nope.pth", "cpu")
+
+
+def test_checkpoint_of_another_architecture_fold_or_paradigm_is_refused(tmp_path):
+    path = _saved_checkpoint(tmp_path, "CNN")
+    transformer = copy.deepcopy(CONFIG)
+    transformer["backbone"] = {"type": "Transformer", "params": {}}
+    with pytest.raises(ValueError, match="trained with backbone .*CNN.* config asks for .*Transformer"):
+        run_probe(transformer, 1, path, "cpu")
+    with pytest.raises(ValueError, match="trained on fold 1, not fold 2"):
+        run_probe(CONFIG, 2, path, "cpu")
+    with pytest.raises(ValueError, match="ssl.type 'CRL', but the config says 'MP'"):
+        run_probe({**CONFIG, "ssl": {"type": "MP"}}, 1, path, "cpu")
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_summarize_and_argument_errors(tmp_path, monkeypatch, capsys):
+    from classifier_training import main
+
+    monkeypatch.chdir(tmp_path)
+    config = copy.deepcopy(CONFIG)
+    probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")
+    write_results(config)
+    main(["--summarize"])
+    assert "| CRL | CNN | linear probe | 100% | 1 |" in capsys.readouterr().out
+    assert (tmp_path / "results" / "summary.csv").is_file()
+    with pytest.raises(SystemExit):
+        main(["--encoder_ckpt", "x.pth"])  # no --config
+    with pytest.raises(SystemExit):
+        main(["--config", "c.json", "--fold", "1", "--baseline", "supervised", "--label-fraction", "0.1"])
