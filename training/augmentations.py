@@ -1,10 +1,11 @@
 """Batched, on-device EEG augmentations for contrastive pre-training (CRL and Hybrid).
 
-Each augmentation maps a batch x (B, C, T) to an augmented batch of the same shape, dtype and
-device, drawing per-sample randomness from an optional torch.Generator on x's device. All of
-them are pure tensor programs (FFT masks, gathers, searchsorted, linear interpolation): no
-per-sample Python loop, no NumPy, no host-device synchronisation, so they run inside the
-training step on the GPU instead of in data-loader workers.
+Each augmentation maps a batch x (B, C, T) and per-sample uniforms u (B, k) in [0, 1) to an
+augmented batch of the same shape, dtype and device. All are pure tensor programs (FFT masks,
+gathers, repeat_interleave, linear interpolation): no per-sample Python loop, no NumPy, no
+host-device synchronisation, so they run inside the training step on the GPU instead of in
+data-loader workers. `Augmenter` draws all the uniforms of a batch in one torch.rand on x's
+device, from an optional torch.Generator (seeded: reproducible).
 
     band_stop      zero the rFFT bins in [f0, f0 + bandwidth] Hz, f0 ~ U[min_freq, max_freq]
     time_shift     circular shift (torch.roll) by an integer s ~ U{-S..S}, S = max_shift_s * fs
@@ -34,16 +35,9 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _uniform(shape, low: float, high: float, x: torch.Tensor, generator) -> torch.Tensor:
-    """U[low, high) of `shape` on x's device in x's working precision."""
-    u = torch.rand(shape, generator=generator, device=x.device, dtype=_work_dtype(x))
-    return low + (high - low) * u
-
-
-def _random_below(high: torch.Tensor | int, shape, x: torch.Tensor, generator) -> torch.Tensor:
-    """Integers uniform in [0, high) (high may be a per-sample tensor >= 1), int64 of `shape`."""
-    u = torch.rand(shape, generator=generator, device=x.device, dtype=torch.float64)
-    return torch.minimum((u * high).long(), torch.as_tensor(high, device=x.device) - 1)
+def _index(u: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
+    """Uniforms u in [0, 1) -> integers uniform in [0, n) (n an int or a per-sample tensor)."""
+    return (u * n).long().clamp_(max=n - 1)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -52,107 +46,105 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _blend(x: torch.Tensor, left: torch.Tensor, right: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation (1 - w) * x[left] + w * x[right]; indices and weights (B, T')."""
-    x_left = _take(x, left)
-    return x_left + weight.unsqueeze(1) * (_take(x, right) - x_left)
+    """(1 - w) x[left] + w x[right] with integer indices and weights of shape (B, T') -> (B, C, T')."""
+    return torch.lerp(_take(x, left), _take(x, right), weight.unsqueeze(1))
 
 
 def _interpolate(x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """x (B, C, T) linearly interpolated at fractional positions (B, T') in [0, T - 1]."""
-    left = position.floor().long().clamp(0, x.shape[-1] - 2)
-    return _blend(x, left, left + 1, position - left)
+    """x (B, C, T) read at fractional positions (B, T') in [0, T - 1] by linear interpolation."""
+    left = position.floor().clamp_(0, x.shape[-1] - 2)
+    index = left.long()
+    return _blend(x, index, index + 1, position - left)
 
 
 def _segment_bounds(T: int, n_segments: int, device) -> torch.Tensor:
     """Integer boundaries (n_segments + 1,) of an equal split of T samples (np.array_split sizes)."""
-    if n_segments > T:
-        raise ValueError(f"n_segments={n_segments} exceeds the {T} samples of an epoch")
+    if n_segments > T // 2:
+        raise ValueError(f"n_segments={n_segments} needs segments of >= 2 samples; an epoch has {T}")
     return torch.arange(n_segments + 1, device=device) * T // n_segments
 
 
 # ----------------------------------------------------------------------------- augmentations
-def band_stop(x, generator=None, *, fs: int, min_freq: float, max_freq: float, bandwidth: float):
-    """Zero the spectrum of each sample in a random band [f0, f0 + bandwidth] Hz (rFFT mask)."""
-    B, T = x.shape[0], x.shape[-1]
-    work = _work_dtype(x)
+# Each maps x (B, C, T) and its uniforms u (B, k) in [0, 1) (k per augmentation: UNIFORMS) to the
+# augmented batch; u in x's working precision (float64 for float64 x, float32 otherwise).
+def band_stop(x, u, *, fs: int, min_freq: float, max_freq: float, bandwidth: float):
+    """Zero the spectrum in [f0, f0 + bandwidth] Hz, f0 = min_freq + (max_freq - min_freq) u (rFFT mask)."""
+    T, work = x.shape[-1], _work_dtype(x)
     spectrum = torch.fft.rfft(x.to(work), dim=-1)  # (B, C, T // 2 + 1)
-    freqs = torch.fft.rfftfreq(T, d=1.0 / fs, device=x.device, dtype=work)
-    low = _uniform((B, 1, 1), min_freq, max_freq, x, generator)
-    stop = (freqs >= low) & (freqs <= low + bandwidth)
+    frequency = torch.fft.rfftfreq(T, d=1.0 / fs, device=x.device, dtype=work)
+    offset = frequency - (min_freq + (max_freq - min_freq) * u).unsqueeze(-1)  # (B, 1, T // 2 + 1): f - f0
+    stop = (offset >= 0) & (offset <= bandwidth)
     return torch.fft.irfft(spectrum.masked_fill(stop, 0), n=T, dim=-1).to(x.dtype)
 
 
-def time_shift(x, generator=None, *, fs: int, max_shift_s: float):
-    """Circularly shift each sample by s ~ U{-S..S} samples: out[t] = x[(t - s) mod T]."""
-    B, T = x.shape[0], x.shape[-1]
+def time_shift(x, u, *, fs: int, max_shift_s: float):
+    """Circular shift by s = floor(u (2S + 1)) - S samples, S = max_shift_s fs: out = torch.roll(x, s)."""
+    T = x.shape[-1]
     max_shift = round(max_shift_s * fs)
-    shift = torch.randint(-max_shift, max_shift + 1, (B, 1), generator=generator, device=x.device)
+    shift = _index(u, 2 * max_shift + 1) - max_shift  # (B, 1)
     return _take(x, (torch.arange(T, device=x.device) - shift) % T)
 
 
-def zero_masking(x, generator=None, *, fs: int, max_ratio: float):
-    """Zero one contiguous span of 1..floor(max_ratio * T) samples per sample (none if that is 0)."""
-    B, T = x.shape[0], x.shape[-1]
+def zero_masking(x, u, *, fs: int, max_ratio: float):
+    """Zero one contiguous span of 1..floor(max_ratio T) samples (u: length, start); none if that is 0."""
+    T = x.shape[-1]
     max_length = int(max_ratio * T)
-    length = torch.clamp(_random_below(max_length, (B, 1), x, generator) + 1, max=max_length) if max_length \
-        else torch.zeros(B, 1, dtype=torch.long, device=x.device)
-    start = _random_below(T - length + 1, (B, 1), x, generator)
-    t = torch.arange(T, device=x.device)
-    return x.masked_fill(((t >= start) & (t < start + length)).unsqueeze(1), 0)
+    if max_length == 0:
+        return x
+    length = _index(u[:, :1], max_length) + 1  # (B, 1)
+    offset = torch.arange(T, device=x.device) - _index(u[:, 1:], T - length + 1)  # t - start
+    return x.masked_fill(((offset >= 0) & (offset < length)).unsqueeze(1), 0)
 
 
-def time_warp(x, generator=None, *, fs: int, n_segments: int, max_stretch: float):
-    """Stretch/compress each of n_segments by a random factor, then resample back to T samples.
+def time_warp(x, u, *, fs: int, n_segments: int, max_stretch: float):
+    """Stretch/compress each of n equal segments by a random factor, then resample back to T samples.
 
-    Segment k (input span [k, k + 1] * (T - 1) / n) gets output length proportional to
-    r_k ~ U[1 - max_stretch, 1 + max_stretch]; the output-to-input time map is piecewise linear
-    and increasing, and the signal is read from it by linear interpolation.
+    Segment k gets an output span [a_k, b_k] of length proportional to r_k = 1 + max_stretch
+    (2 u_k - 1) (the spans tile [0, T - 1]); output sample t reads the input at
+
+        position(t) = (T - 1) / n * sum_k clamp((t - a_k) / (b_k - a_k), 0, 1),
+
+    an increasing piecewise-linear time map, by linear interpolation.
     """
-    B, T = x.shape[0], x.shape[-1]
-    work = _work_dtype(x)
-    stretch = _uniform((B, n_segments), 1 - max_stretch, 1 + max_stretch, x, generator)
-    knots_out = torch.nn.functional.pad(stretch.cumsum(1), (1, 0))
-    knots_out = knots_out * ((T - 1) / knots_out[:, -1:])  # (B, n + 1), from 0 to T - 1
-    t = torch.arange(T, device=x.device, dtype=work).expand(B, T).contiguous()
-    segment = (torch.searchsorted(knots_out, t, right=True) - 1).clamp(0, n_segments - 1)
-    start_out, end_out = knots_out.gather(1, segment), knots_out.gather(1, segment + 1)
-    step_in = (T - 1) / n_segments
-    position = step_in * (segment + (t - start_out) / (end_out - start_out))
+    T, work = x.shape[-1], _work_dtype(x)
+    knots = torch.nn.functional.pad((1 + max_stretch * (2 * u - 1)).cumsum(1), (1, 0))
+    knots = (knots * ((T - 1) / knots[:, -1:])).unsqueeze(-1)  # (B, n + 1, 1): a_0 = 0 ... b_{n-1} = T - 1
+    start, inverse_length = knots[:, :-1], 1 / knots.diff(dim=1)
+    t = torch.arange(T, device=x.device, dtype=work)
+    position = ((t - start) * inverse_length).clamp_(0, 1).sum(1) * ((T - 1) / n_segments)  # (B, T)
     return _interpolate(x.to(work), position).to(x.dtype)
 
 
-def permutation(x, generator=None, *, fs: int, n_segments: int):
-    """Split into n_segments and put them in a random order (a new order per sample)."""
+def permutation(x, u, *, fs: int, n_segments: int):
+    """Split into n_segments (np.array_split sizes) and reorder them by argsort(u) (B, n)."""
     B, T = x.shape[0], x.shape[-1]
     bounds = _segment_bounds(T, n_segments, x.device)
-    order = torch.rand(B, n_segments, generator=generator, device=x.device).argsort(dim=1)  # slot -> segment
-    lengths = (bounds[1:] - bounds[:-1])[order]
-    slot_start = lengths.cumsum(1) - lengths  # (B, n): where each slot begins in the output
-    t = torch.arange(T, device=x.device).expand(B, T).contiguous()
-    slot = torch.searchsorted(slot_start, t, right=True) - 1
-    source = bounds[order.gather(1, slot)] + t - slot_start.gather(1, slot)
-    return _take(x, source)
+    order = u.argsort(dim=1)  # output slot -> input segment
+    source_start, length = bounds[order], bounds[order + 1] - bounds[order]  # (B, n)
+    slot_start = length.cumsum(1) - length
+    # output sample t of slot j reads source_start_j + (t - slot_start_j); each row's slots fill T samples
+    shift = torch.repeat_interleave((source_start - slot_start).flatten(), length.flatten(), output_size=B * T)
+    return _take(x, shift.view(B, T) + torch.arange(T, device=x.device))
 
 
-def cutout_resize(x, generator=None, *, fs: int, n_segments: int):
-    """Remove one random segment of n_segments and stretch the remaining samples back to T.
+def cutout_resize(x, u, *, fs: int, n_segments: int):
+    """Remove segment floor(u n) of n_segments and stretch the remaining samples back to T.
 
     The kept samples, joined, form a sequence of K = T - len(cut) samples; output sample t reads
     it at position t (K - 1) / (T - 1) by linear interpolation.
     """
-    B, T = x.shape[0], x.shape[-1]
-    work = _work_dtype(x)
+    T, work = x.shape[-1], _work_dtype(x)
     bounds = _segment_bounds(T, n_segments, x.device)
-    cut = torch.randint(0, n_segments, (B, 1), generator=generator, device=x.device)
-    cut_start, cut_length = bounds[cut], bounds[cut + 1] - bounds[cut]  # (B, 1)
-    kept = T - cut_length
-    position = torch.arange(T, device=x.device, dtype=work) * ((kept - 1) / (T - 1))  # (B, T)
-    left = position.floor().long().clamp(max=kept - 2)
+    cut = _index(u, n_segments)  # (B, 1)
+    cut_start, cut_length = bounds[cut], bounds[cut + 1] - bounds[cut]
+    position = torch.arange(T, device=x.device, dtype=work) * ((T - cut_length - 1).to(work) / (T - 1))  # (B, T)
+    left = position.floor().clamp_(max=(T - cut_length - 2).to(work))  # index into the kept sequence
 
     def original(index):  # index into the kept sequence -> index into x
         return index + cut_length * (index >= cut_start)
 
-    return _blend(x.to(work), original(left), original(left + 1), position - left).to(x.dtype)
+    index = left.long()
+    return _blend(x.to(work), original(index), original(index + 1), position - left).to(x.dtype)
 
 
 AUGMENTATION_FUNCTIONS = {
@@ -163,6 +155,14 @@ AUGMENTATION_FUNCTIONS = {
     "permutation": permutation,
     "cutout_resize": cutout_resize,
 }
+UNIFORMS = {  # uniforms per sample each augmentation needs, from its parameters
+    "band_stop": lambda params: 1,
+    "time_shift": lambda params: 1,
+    "zero_masking": lambda params: 2,
+    "time_warp": lambda params: params["n_segments"],
+    "permutation": lambda params: params["n_segments"],
+    "cutout_resize": lambda params: 1,
+}
 
 
 # ----------------------------------------------------------------------------- composition
@@ -170,27 +170,30 @@ class Augmenter:
     """The augmentations named in `aug_cfg` (config["ssl"]["params"]["augmentations"]).
 
     `aug_cfg` maps a name of AUGMENTATION_SCHEMA to its parameters (missing ones take the schema
-    defaults); a name absent from it, or with p = 0, is not applied. Call with x (B, C, T).
+    defaults); a name absent from it, or with p = 0, is not applied. A call draws every uniform it
+    needs, (B, 1 + k) per augmentation (the first decides whether a sample is augmented), in one
+    torch.rand on x's device from `generator`, then applies the augmentations in a fixed order.
     """
 
     def __init__(self, aug_cfg: dict, fs: int = 100):
-        problems = [f"ssl.params.augmentations.{name}: unknown augmentation (known: {', '.join(AUGMENTATIONS)})"
-                    for name in aug_cfg if name not in AUGMENTATION_SCHEMA]
-        problems += validate({k: v for k, v in aug_cfg.items() if k in AUGMENTATION_SCHEMA}, AUGMENTATION_SCHEMA,
-                             "ssl.params.augmentations")
+        problems = validate(aug_cfg, AUGMENTATION_SCHEMA, "ssl.params.augmentations")
         band = fill_defaults(aug_cfg.get("band_stop", {}), AUGMENTATION_SCHEMA["band_stop"])
-        if not problems and band["min_freq"] > band["max_freq"]:
+        if "band_stop" in aug_cfg and not problems and band["min_freq"] > band["max_freq"]:
             problems.append(f"ssl.params.augmentations.band_stop: min_freq {band['min_freq']} > max_freq "
                             f"{band['max_freq']}")
         if problems:
             raise ConfigError(problems)
-        self.steps = []  # (name, p, augmentation)
+        self.steps = []  # (name, p, augmentation, its columns of the uniforms)
+        self.n_uniforms = 0
         for name in AUGMENTATIONS:
             if name in aug_cfg:
                 params = fill_defaults(aug_cfg[name], AUGMENTATION_SCHEMA[name])
                 p = params.pop("p")
                 if p > 0:
-                    self.steps.append((name, p, partial(AUGMENTATION_FUNCTIONS[name], fs=fs, **params)))
+                    k = 1 + UNIFORMS[name](params)
+                    columns = slice(self.n_uniforms, self.n_uniforms + k)
+                    self.steps.append((name, p, partial(AUGMENTATION_FUNCTIONS[name], fs=fs, **params), columns))
+                    self.n_uniforms += k
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x (B, C, T) floating point -> augmented copy, same shape/dtype/device."""
@@ -198,13 +201,12 @@ class Augmenter:
             raise ValueError(f"Augmenter expects a floating (B, C, T) batch, got {x.dtype} {tuple(x.shape)}")
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(f"generator is on {generator.device}, the batch on {x.device}")
-        for _, p, augment in self.steps:
-            augmented = augment(x, generator)
-            if p < 1:
-                chosen = torch.rand(x.shape[0], 1, 1, generator=generator, device=x.device) < p
-                augmented = torch.where(chosen, augmented, x)
-            x = augmented
+        u = torch.rand(x.shape[0], self.n_uniforms, generator=generator, device=x.device, dtype=_work_dtype(x))
+        for _, p, augment, columns in self.steps:
+            draw = u[:, columns]
+            augmented = augment(x, draw[:, 1:])
+            x = augmented if p == 1 else torch.where((draw[:, :1] < p).unsqueeze(-1), augmented, x)
         return x
 
     def __repr__(self) -> str:
-        return "Augmenter(" + ", ".join(f"{name}(p={p})" for name, p, _ in self.steps) + ")"
+        return "Augmenter(" + ", ".join(f"{name}(p={p})" for name, p, _, _ in self.steps) + ")"
