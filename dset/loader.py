@@ -40,7 +40,6 @@ class Split:
 
 @dataclass
 class FoldData:
-    fold: int
     train: Split
     val: Split
     test: Split
@@ -80,13 +79,19 @@ def night_files(root_dir: Path, subjects) -> list[tuple[int, int, Path]]:
 
 
 def load_split(data_cfg: dict, subjects) -> Split:
-    """All prepared nights of `subjects` from `data_cfg["root_dir"]`, in (subject, night) order."""
+    """All prepared nights of `subjects` from `data_cfg["root_dir"]`, in (subject, night) order.
+
+    Nights are checked to hold `data_cfg["channel"]` (when both name a channel).
+    """
     files = night_files(resolve(data_cfg["root_dir"]), subjects)
     labels = []
     for _, _, path in files:
         with np.load(path) as night:
             if "x" not in night or "y" not in night:
                 raise ValueError(f"{path}: not a prepared night (needs keys x and y, has {night.files}); {PREPARE_HINT}")
+            if "ch_label" in night and "channel" in data_cfg and str(night["ch_label"]) != data_cfg["channel"]:
+                raise ValueError(f"{path} holds {night['ch_label']} but data.channel is {data_cfg['channel']!r}; "
+                                 f"point data.root_dir at the {data_cfg['channel']} folder")
             labels.append(night["y"].astype(np.int64))
     counts = [len(y) for y in labels]
     x = np.empty((sum(counts), EPOCH_SAMPLES), dtype=np.float32)
@@ -112,4 +117,4 @@ def load_fold(data_cfg: dict, fold: int) -> FoldData:
     if str(fold) not in folds:
         raise ValueError(f"fold {fold} is not in {data_cfg['splits']} (folds {', '.join(folds)})")
     parts = folds[str(fold)]
-    return FoldData(fold, *(load_split(data_cfg, parts[name]) for name in ("train", "val", "test")))
+    return FoldData(*(load_split(data_cfg, parts[name]) for name in ("train", "val", "test")))

@@ -120,9 +120,12 @@ def edf_start(path: Path) -> dt.datetime:
     """Start date and time from an EDF header (bytes 168-184, 'dd.mm.yyhh.mm.ss'; years 85-99 are 19xx)."""
     with open(path, "rb") as f:
         stamp = f.read(184)[168:].decode("ascii", "replace")
-    day, month, year = (int(v) for v in stamp[:8].split("."))
-    hour, minute, second = (int(v) for v in stamp[8:].split("."))
-    return dt.datetime(year + (1900 if year >= 85 else 2000), month, day, hour, minute, second)
+    try:
+        day, month, year = (int(v) for v in stamp[:8].split("."))
+        hour, minute, second = (int(v) for v in stamp[8:].split("."))
+        return dt.datetime(year + (1900 if year >= 85 else 2000), month, day, hour, minute, second)
+    except ValueError as exc:
+        raise PrepareError(f"{path.name}: bad start date/time {stamp!r} in the EDF header") from exc
 
 
 def epoch_labels(hypnogram: Path, n_epochs: int, shift: float) -> np.ndarray:
@@ -149,8 +152,8 @@ def epoch_labels(hypnogram: Path, n_epochs: int, shift: float) -> np.ndarray:
     i = np.searchsorted(onset, mid, side="right") - 1
     covered = (i >= 0) & (mid < end[np.maximum(i, 0)])
     if not covered.any():
-        raise PrepareError(f"{hypnogram.name}: hypnogram does not overlap the signal (annotations span "
-                           f"{onset[0]:.0f}-{end.max():.0f} s, signal 0-{n_epochs * EPOCH_SECONDS} s)")
+        raise PrepareError(f"{hypnogram.name}: hypnogram does not overlap the signal (annotations cover "
+                           f"{onset[0]:.0f}-{end.max():.0f} s after the PSG start, the signal 0-{n_epochs * EPOCH_SECONDS} s)")
     return np.where(covered, code[np.maximum(i, 0)], UNSCORED)
 
 
@@ -230,7 +233,8 @@ def prepare(data_dir: str | os.PathLike, out_dir: str | os.PathLike, channel: st
     def record(night: Night, status: str, message: str) -> None:
         if status == "failed":
             report.failed.append((night.name, message))
-            bar.write(f"FAILED {message}")
+            if progress:
+                bar.write(f"FAILED {message}")
         else:
             getattr(report, status).append(night.name)
         bar.update()
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="default: dset/Sleep-EDF-2018/npz/<channel without 'EEG '>/")
     parser.add_argument("--channel", default=DEFAULT_CHANNEL)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="nights in parallel")
     parser.add_argument("--force", action="store_true", help="rewrite outputs that are already up to date")
     args = parser.parse_args(argv)
     out_dir = args.out_dir or REPO_ROOT / "dset" / "Sleep-EDF-2018" / "npz" / channel_folder(args.channel)

@@ -7,6 +7,8 @@ import pytest
 from scipy.signal import welch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from dset.demo import make_demo
 from dset.loader import load_fold
@@ -68,5 +70,5 @@ def test_stages_are_learnable_from_band_powers(demo):
     features = np.log(np.stack([psd[:, (f >= lo) & (f < hi)].mean(axis=1) for lo, hi in bands], axis=1))
     y = np.concatenate([n["y"] for n in nights])
     test = np.arange(y.size) >= y.size - nights[-1]["y"].size
-    model = LogisticRegression(max_iter=2000).fit(features[~test], y[~test])
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(features[~test], y[~test])
     assert balanced_accuracy_score(y[test], model.predict(features[test])) > 0.55      # chance: 0.2

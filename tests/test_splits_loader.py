@@ -55,7 +55,8 @@ def _night(folder: Path, subject: int, night: int, n: int) -> None:
     """A fake prepared night whose x encodes (subject, night, epoch) so the loader's order can be checked."""
     x = np.zeros((n, 3000), np.float32)
     x[:, 0], x[:, 1], x[:, 2] = subject, night, np.arange(n)
-    np.savez(folder / f"SC4{subject:02d}{night}E0.npz", x=x, y=(np.arange(n) % 5).astype(np.int64))
+    np.savez(folder / f"SC4{subject:02d}{night}E0.npz", x=x, y=(np.arange(n) % 5).astype(np.int64),
+             ch_label=np.array("EEG Fpz-Cz"))
 
 
 @pytest.fixture()
@@ -67,7 +68,8 @@ def prepared(tmp_path):
         for night in (1, 2) if subject != 3 else (1,):
             _night(root, subject, night, n=10 + subject + night)
     write_splits(make_splits(range(6), 3, seed=0, dataset="demo"), tmp_path / "splits.json")
-    return {"root_dir": str(root), "splits": str(tmp_path / "splits.json"), "dataset": "demo", "num_folds": 3}
+    return {"root_dir": str(root), "splits": str(tmp_path / "splits.json"), "dataset": "demo", "num_folds": 3,
+            "channel": "EEG Fpz-Cz"}
 
 
 def test_load_split_concatenates_the_subjects_nights_in_order(prepared):
@@ -86,7 +88,6 @@ def test_load_fold_gives_the_splits_subjects(prepared):
     folds = json.loads(Path(prepared["splits"]).read_text())["folds"]
     for k in (1, 2, 3):
         data = load_fold(prepared, k)
-        assert data.fold == k
         for name in ("train", "val", "test"):
             split = getattr(data, name)
             assert isinstance(split, Split)
@@ -115,5 +116,7 @@ def test_bad_fold_and_mismatched_config_are_clear_errors(prepared):
         load_fold(dict(prepared, num_folds=10), 1)
     with pytest.raises(ValueError, match="data.dataset is 'Sleep-EDF-2018'"):
         load_fold(dict(prepared, dataset="Sleep-EDF-2018"), 1)
+    with pytest.raises(ValueError, match="holds EEG Fpz-Cz but data.channel is 'EEG Pz-Oz'"):
+        load_fold(dict(prepared, channel="EEG Pz-Oz"), 1)
     with pytest.raises(FileNotFoundError, match="data.splits"):
         load_fold(dict(prepared, splits="absent.json"), 1)
