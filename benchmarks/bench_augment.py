@@ -5,12 +5,12 @@
 
 Each augmentation is timed applied to the whole batch (p = 1, uniforms drawn beforehand); the
 Augmenter (drawing its uniforms) with the default config (all six, p = 0.5), once as implemented (compute for all, select with torch.where) and
-once selecting the subset by index (nonzero + index_copy: less compute, but a host sync on CUDA).
+once selecting the subset by index (nonzero + index_copy: less compute, but a host sync on CUDA),
+and with --compile its RNG-free part `Augmenter.apply` through torch.compile (uniforms drawn beforehand).
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from functools import partial
@@ -25,8 +25,8 @@ from utils import fill_defaults  # noqa: E402
 
 
 def milliseconds_per_call(function, device: torch.device, repeats: int) -> float:
-    """ms per function() after warm-up: CUDA, mean over the loop timed with events; CPU, the median
-    of per-call wall times (robust to other processes on a shared machine)."""
+    """ms per function() after warm-up: CUDA, mean over the loop timed with events; CPU, the best
+    per-call wall time (as timeit advises: robust to other processes on a shared machine)."""
     for _ in range(3):
         function()
     if device.type == "cuda":
@@ -43,7 +43,7 @@ def milliseconds_per_call(function, device: torch.device, repeats: int) -> float
         begin = time.perf_counter()
         function()
         times.append(time.perf_counter() - begin)
-    return statistics.median(times) * 1e3
+    return min(times) * 1e3
 
 
 def augment_subset_by_index(augmenter: Augmenter, x: torch.Tensor, generator) -> torch.Tensor:
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3000, help="samples per epoch (T)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(Augmenter.apply)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,8 +71,8 @@ def main() -> None:
     generator = torch.Generator(device=device).manual_seed(0)
     defaults = fill_defaults({}, AUGMENTATION_SCHEMA)
     augmenter = Augmenter(defaults)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; T = {args.samples}; {args.repeats} calls each")
+    label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {label}; torch {torch.__version__}; T = {args.samples}; {args.repeats} calls each")
     print(f"{'batch':>6}  {'augmentation':<34} {'ms/batch':>9} {'samples/s':>12}")
     for batch_size in args.batch_sizes:
         x = torch.randn(batch_size, 1, args.samples, device=device, generator=generator)
@@ -82,6 +83,10 @@ def main() -> None:
             cases[name] = partial(function, x, u, fs=100, **params)
         cases["Augmenter (p=0.5, torch.where)"] = lambda: augmenter(x, generator)
         cases["Augmenter (p=0.5, by index)"] = lambda: augment_subset_by_index(augmenter, x, generator)
+        if args.compile:
+            compiled = torch.compile(augmenter.apply, fullgraph=True, dynamic=False)
+            u = torch.rand(batch_size, augmenter.n_uniforms, device=device, generator=generator)
+            cases["Augmenter.apply, torch.compile"] = partial(compiled, x, u)
         for case, function in cases.items():
             ms = milliseconds_per_call(function, device, args.repeats)
             print(f"{batch_size:>6}  {case:<34} {ms:>9.3f} {batch_size / ms * 1e3:>12,.0f}")

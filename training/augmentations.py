@@ -202,6 +202,11 @@ class Augmenter:
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(f"generator is on {generator.device}, the batch on {x.device}")
         u = torch.rand(x.shape[0], self.n_uniforms, generator=generator, device=x.device, dtype=_work_dtype(x))
+        return self.apply(x, u)
+
+    def apply(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The augmentation as a function of x (B, C, T) and its uniforms u (B, n_uniforms) alone
+        (no RNG inside, so `torch.compile(augmenter.apply, fullgraph=True)` can fuse it)."""
         for _, p, augment, columns in self.steps:
             draw = u[:, columns]
             augmented = augment(x, draw[:, 1:])
