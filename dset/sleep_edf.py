@@ -172,7 +172,7 @@ def read_night(night: Night, channel: str = DEFAULT_CHANNEL) -> dict[str, np.nda
     if not (match := NAME.match(night.psg.name)):
         raise PrepareError(f"{night.psg.name}: not a sleep-cassette name (SC4ssN...)")
     raw = read_signal(night.psg, channel)
-    start = raw.info["meas_date"].replace(tzinfo=None)
+    start = edf_start(night.psg)
     n_epochs = raw.n_times // EPOCH_SAMPLES
     labels = epoch_labels(night.hypnogram, n_epochs, (edf_start(night.hypnogram) - start).total_seconds())
     scored = np.flatnonzero(labels != UNSCORED)

@@ -69,10 +69,10 @@ def test_npz_keys_dtypes_and_metadata(surrogate):
     assert (int(night["subject"]), int(night["night"])) == (1, 2)
     assert str(night["psg_file"]) == "SC4012E0-PSG.edf" and str(night["hypnogram_file"]) == "SC4012EC-Hypnogram.edf"
     psg = root / "edf" / "sleep-cassette" / "SC4012E0-PSG.edf"
-    assert dt.datetime.fromisoformat(str(night["start_time"])) == edf_start(psg)
+    raw = mne.io.read_raw_edf(psg, include=["EEG Fpz-Cz"], preload=True, verbose="error")
+    assert dt.datetime.fromisoformat(str(night["start_time"])) == raw.info["meas_date"].replace(tzinfo=None)
     onsets = night["onsets"]
     assert onsets.shape == (n,) and np.all(onsets % 30 == 0) and np.all(np.diff(onsets) > 0)
-    raw = mne.io.read_raw_edf(psg, include=["EEG Fpz-Cz"], preload=True, verbose="error")
     k = n // 2                                   # an epoch's samples are the EDF samples at its onset
     start = int(onsets[k]) * 100
     np.testing.assert_allclose(night["x"][k], raw.get_data(units="uV")[0, start:start + 3000], atol=1e-4)
