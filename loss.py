@@ -14,8 +14,8 @@ mask m (B, L) (1 = masked, to be reconstructed):
     l2:      sum_{b,l} m_bl * mean_p (pred - target)^2  /  sum_{b,l} m_bl
     cosine:  mean_b ( 1 - cos(pred_b[m_b], target_b[m_b]) )   (MAEEG; masked units x P flattened)
 
-Only masked units count. A batch with no masked unit gives 0 (l2), and a sample with none is
-left out of the cosine mean, so the loss never needs the mask's content on the host.
+Only masked units count. A batch without any masked unit gives 0 (both kinds) and a sample
+without one is left out of the cosine mean: no check needs the mask's content on the host.
 The Hybrid loss is mp + alpha_crl * crl (training/paradigms.py).
 All losses compute in float32, also under bf16 autocast.
 """

@@ -113,11 +113,13 @@ def test_p0_is_identity_and_p1_always_applies():
     assert ((masked == 0).any(-1)).all()
 
 
-def test_p_selects_a_random_subset():
+def test_p_selects_the_samples_whose_first_uniform_is_below_p():
     x = torch.rand(400, 1, 300, generator=generator()) + 1
-    out = Augmenter({"zero_masking": {"p": 0.5}})(x, generator())
-    changed = (out == 0).any(-1).sum().item()
-    assert 140 < changed < 260
+    augment = Augmenter({"zero_masking": {"p": 0.3}})
+    u = uniforms(400, augment.n_uniforms, dtype=torch.float32)
+    changed = (augment.apply(x, u) == 0).any(-1).squeeze(1)
+    assert torch.equal(changed, u[:, 0] < 0.3)
+    assert 80 < (augment(x, generator()) == 0).any(-1).sum() < 160  # the call draws u itself
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

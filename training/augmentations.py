@@ -196,7 +196,7 @@ class Augmenter:
                     self.n_uniforms += k
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x (B, C, T) floating point -> augmented copy, same shape/dtype/device."""
+        """x (B, C, T) floating point -> augmented batch, same shape/dtype/device (x itself if none applies)."""
         if x.ndim != 3 or not x.is_floating_point():
             raise ValueError(f"Augmenter expects a floating (B, C, T) batch, got {x.dtype} {tuple(x.shape)}")
         if generator is not None and generator.device.type != x.device.type:
