@@ -8,7 +8,7 @@ Shapes with the default PARAMS (widths 16, 32, 64, 128, 256; pools 5, 5, 3, 2):
     block 3  (B, 64, 120)   = c3   -> max-pool 3
     block 4  (B, 128, 40)   = c4   -> max-pool 2
     block 5  (B, 256, 20)   = c5
-    latent   (B, 128)       linear projection of the global average of c5
+    latent   (B, 128)       global average of c5 -> dropout -> linear projection
 
 The decoder mirrors the encoder from c5 (plus the latent, broadcast over time, so that masked
 prediction also trains the latent): block 5' (256 -> 128 channels) at length 20, transposed
@@ -50,12 +50,12 @@ class SqueezeExcitation(nn.Module):
 
 
 class ConvBlock(nn.Sequential):
-    """`layers` x (Conv1d -> BatchNorm -> activation), optional squeeze-excitation, dropout.
+    """`layers` x (Conv1d -> BatchNorm -> activation), then optional squeeze-excitation.
 
     (B, in_channels, L) -> (B, out_channels, L): 'same' padding keeps the length.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, layers, activation, se_reduction, dropout):
+    def __init__(self, in_channels, out_channels, kernel_size, layers, activation, se_reduction):
         modules = []
         for i in range(layers):
             modules += [
@@ -65,18 +65,16 @@ class ConvBlock(nn.Sequential):
             ]
         if se_reduction is not None:
             modules.append(SqueezeExcitation(out_channels, se_reduction))
-        if dropout > 0:
-            modules.append(nn.Dropout(dropout))
         super().__init__(*modules)
 
 
 class ConvEncoder(nn.Module):
     """x (B, C, T) -> the output of every block, [(B, widths[i], T_i)], T_i = T_{i-1} // pool_sizes[i-1]."""
 
-    def __init__(self, in_channels, widths, pool_sizes, block_args: dict, dropout: float):
+    def __init__(self, in_channels, widths, pool_sizes, block_args: dict):
         super().__init__()
         inputs = [in_channels] + widths[:-1]
-        self.blocks = nn.ModuleList(ConvBlock(i, o, dropout=dropout, **block_args) for i, o in zip(inputs, widths))
+        self.blocks = nn.ModuleList(ConvBlock(i, o, **block_args) for i, o in zip(inputs, widths))
         self.pools = nn.ModuleList(nn.MaxPool1d(p) for p in pool_sizes)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -98,7 +96,7 @@ class ConvDecoder(nn.Module):
         self.from_latent = nn.Linear(latent_dim, widths[-1])
         outputs = widths[-2::-1] + widths[:1]  # block n' -> widths[n-2], ..., block 1' -> widths[0]
         self.blocks = nn.ModuleList(
-            ConvBlock(i, o, dropout=0.0, **block_args) for i, o in zip(widths[::-1], outputs)
+            ConvBlock(i, o, **block_args) for i, o in zip(widths[::-1], outputs)
         )
         self.upsample = nn.ModuleList(
             nn.ConvTranspose1d(w, w, kernel_size=p, stride=p) for w, p in zip(outputs, pool_sizes[::-1])
@@ -127,7 +125,7 @@ class CNN(nn.Module):
         "activation": Field(str, "relu", choices=tuple(ACTIVATIONS)),
         "squeeze_excitation": Field(bool, True, doc="squeeze-and-excitation channel gating after each block"),
         "se_reduction": Field(int, 4, min=1, doc="squeeze-excitation bottleneck factor"),
-        "dropout": Field(float, 0.5, min=0, max=0.99, doc="dropout after each encoder block"),
+        "dropout": Field(float, 0.5, min=0, max=0.99, doc="dropout on the pooled c5 features before the latent projection"),
         "latent_dim": Field(int, 128, min=1),
     }
 
@@ -147,8 +145,8 @@ class CNN(nn.Module):
         self.latent_dim = latent_dim
         block_args = dict(kernel_size=kernel_size, layers=layers_per_block, activation=activation,
                           se_reduction=se_reduction if squeeze_excitation else None)
-        self.encoder = ConvEncoder(in_channels, self.widths, pool_sizes, block_args, dropout)
-        self.to_latent = nn.Linear(self.widths[-1], latent_dim)
+        self.encoder = ConvEncoder(in_channels, self.widths, pool_sizes, block_args)
+        self.to_latent = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.widths[-1], latent_dim))
         self.decoder = ConvDecoder(in_channels, self.widths, pool_sizes, latent_dim, block_args) if build_decoder else None
 
     def forward_encoder(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -175,6 +175,9 @@ class AutoEncoderViT(nn.Module):
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, T) -> frames (B, L, C, W)."""
+        if x.shape[-1] != self.input_length:
+            raise ValueError(f"this Transformer takes epochs of input_length={self.input_length} samples, "
+                             f"got {x.shape[-1]} (backbone.params.input_length)")
         return x.unfold(-1, self.window, self.step).transpose(1, 2)
 
     def forward_encoder(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None):

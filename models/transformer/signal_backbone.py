@@ -4,7 +4,9 @@ The epoch is cut into overlapping frames (sliding windows of window_s seconds ev
 seconds, `tensor.unfold`); all frames of the batch go through the network as one big batch.
 
     frames   (B, L, C, W)          e.g. L = 21 frames of W = 500 samples (5 s every 1.25 s)
-    branch k (B*L, width, W / 2**(depth+1)) for each kernel size k (default 3, 5, 7)
+    branch k (B*L, width, W / 2**(depth+2)) for each kernel size k (default 3, 5, 7): a stride-2
+                 convolution and a max-pool 2 (500 -> 125), then `depth` residual blocks that
+                 each halve the length (125 -> 62 -> 31 -> 15)
     output   (B, L, len(kernel_sizes) * width)   global average of every branch, concatenated
 """
 from __future__ import annotations
@@ -33,13 +35,15 @@ class ResidualBlock(nn.Module):
 
 
 class Branch(nn.Sequential):
-    """(N, C, W) -> (N, width): a stride-2 stem and `depth` residual blocks of one kernel size, averaged over time."""
+    """(N, C, W) -> (N, width): a stem (stride-2 convolution, max-pool 2) and `depth` residual blocks of
+    one kernel size, averaged over time."""
 
     def __init__(self, in_channels: int, width: int, kernel_size: int, depth: int):
         super().__init__(
             nn.Conv1d(in_channels, width, kernel_size, stride=2, padding=kernel_size // 2, bias=False),
             nn.BatchNorm1d(width),
             nn.ReLU(inplace=True),
+            nn.MaxPool1d(2),
             *[ResidualBlock(width, kernel_size) for _ in range(depth)],
             nn.AdaptiveAvgPool1d(1),
             nn.Flatten(),
