@@ -31,16 +31,19 @@ import torch.nn.functional as F
 def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     """All-gather t (B, D) from every DDP rank -> (W B, D), this rank's rows first.
 
-    The local rows are `t` itself, so its gradient flows; the other ranks' rows are constants here
-    (each rank back-propagates into its own embeddings). Every rank must pass the same shape.
+    Differentiable across ranks (torch.distributed.nn all_gather: its backward sums the gradients
+    of every rank's loss into the rows each rank owns), so an embedding also receives the gradient
+    it earns as a negative for the other ranks' anchors, and DDP's averaged gradient equals the
+    single-process gradient of the same global batch. Every rank must pass the same shape.
     Without an initialised process group of more than one rank, returns t.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
-    gathered = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, t.detach().contiguous())
+    from torch.distributed.nn.functional import all_gather
+
+    gathered = list(all_gather(t.contiguous()))
     rank = dist.get_rank()
-    return torch.cat([t] + gathered[:rank] + gathered[rank + 1:])
+    return torch.cat([gathered[rank]] + gathered[:rank] + gathered[rank + 1:])
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float,

@@ -16,6 +16,8 @@ from training.engine import TrainingDiverged, train_fold
 from training.paradigms import PARADIGMS
 
 REPO = Path(__file__).resolve().parents[1]
+TINY_TRANSFORMER = {"use_signal_backbone": False, "patch_size": 100, "embed_dim": 32, "depth": 1, "num_heads": 2,
+                    "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2, "dropout": 0.0}
 SUBJECTS = list(range(8))
 EPOCHS_PER_NIGHT = 24
 
@@ -187,7 +189,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(workdir)
     """CRL on a Transformer (LayerNorm only, dropout off, identity augmentations): with negatives
     gathered across ranks, 2 x 8 samples per step must give the weights of 1 x 16."""
     config = load_config(make_config(workdir, "CRL", "Transformer", max_epochs=1, grad_clip=None))
-    config["backbone"]["params"].update({"dropout": 0.0})
+    config["backbone"]["params"].update(TINY_TRANSFORMER)
     for aug in config["ssl"]["params"]["augmentations"].values():
         aug["p"] = 0.0
     single = dict(config, exp_name="single")
@@ -197,4 +199,11 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(workdir)
     a = torch.load("checkpoints/single/last_fold-01.pth", weights_only=False)["model"]
     b = torch.load("checkpoints/ddp/last_fold-01.pth", weights_only=False)["model"]
     for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+        expected, got = a[key], b[key]
+        if key.endswith("self_attn.in_proj_bias"):
+            # the key-projection bias has an analytically zero gradient (softmax ignores it), so Adam
+            # turns float rounding into full-size steps there: compare the query and value parts only
+            third = len(expected) // 3
+            expected, got = torch.cat([expected[:third], expected[2 * third:]]), torch.cat([got[:third], got[2 * third:]])
+        if expected.is_floating_point():
+            assert (got - expected).norm() <= 1e-4 * expected.norm() + 1e-7, key
