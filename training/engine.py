@@ -85,7 +85,25 @@ def build_objective(config: dict, model: nn.Module) -> Objective:
 def make_optimizer(config: dict, model: nn.Module) -> torch.optim.Optimizer:
     t = config["trainer"]
     cls = torch.optim.AdamW if t["optimizer"] == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=t["learning_rate"], weight_decay=t["weight_decay"])
+    on_cuda = next(model.parameters()).is_cuda
+    return cls(model.parameters(), lr=t["learning_rate"], weight_decay=t["weight_decay"], fused=on_cuda or None)
+
+
+def standardised_batch(x: torch.Tensor, idx: torch.Tensor, input_norm: dict) -> torch.Tensor:
+    """Rows idx of a device-resident (N, T) µV array -> (b, 1, T) standardised batch."""
+    return ((x[idx] - input_norm["mean"]) / input_norm["std"]).unsqueeze(1)
+
+
+def train_step(step_fn, optimizer, x: torch.Tensor, y: torch.Tensor, use_amp: bool, grad_clip: float | None):
+    """One optimisation step; returns (loss, parts) as device tensors (no host sync)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        loss, parts = step_fn(x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
+    optimizer.step()
+    return loss.detach(), parts
 
 
 def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe: bool = True,
@@ -163,9 +181,8 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
             torch.manual_seed(t["seed"] + 1)
             for start in range(0, len(shard), t["val_batch_size"]):
                 idx = shard[start : start + t["val_batch_size"]]
-                xb = ((x_val[idx] - input_norm["mean"]) / input_norm["std"]).unsqueeze(1)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, _ = objective(xb, y_val[idx])
+                    loss, _ = objective(standardised_batch(x_val, idx, input_norm), y_val[idx])
                 total += torch.stack([loss.double() * len(idx), torch.tensor(len(idx), device=device, dtype=torch.float64)])
         if world > 1:
             dist.all_reduce(total)
@@ -188,17 +205,10 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
                    disable=not main, leave=False, dynamic_ncols=True)
         for step in bar:
             idx = order[step * global_batch + rank * local_batch : step * global_batch + (rank + 1) * local_batch]
-            xb = ((x_train[idx] - input_norm["mean"]) / input_norm["std"]).unsqueeze(1)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, parts = step_fn(xb, y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t["grad_clip"]:
-                nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-            optimizer.step()
-
+            loss, parts = train_step(step_fn, optimizer, standardised_batch(x_train, idx, input_norm), y_train[idx],
+                                     use_amp, t["grad_clip"])
             state["global_step"] += 1
-            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()),
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss),
                                          torch.tensor(state["global_step"], device=device), first_bad_step)
             for key, value in parts.items():
                 running[key] = running.get(key, 0.0) + value.float()

@@ -1,0 +1,79 @@
+"""Where a training step's time goes: PyTorch profiler over the engine's own train_step.
+
+    python benchmarks/profile_train.py --config configs/DLPROJ_pretrain_Hybrid_CNN_Sleep-EDF-2018.json --gpu 0 \
+        [--steps 50] [--set trainer.compile=true]
+
+Runs the same pieces as training/engine.py (device-resident batch indexing, the paradigm's objective, the
+optimiser step) on random µV-scale data, then prints the top operators by device time, the wall time per
+step and the share of it the GPU spent in kernels (low = the GPU waits on the host: launch overhead).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--gpu", default="0")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=30, help="steps before timing (autotuning, compilation)")
+    args = parser.parse_args()
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from models.main_model import build_model
+    from training.config import load_config
+    from training.engine import build_objective, make_optimizer, standardised_batch, train_step
+    from utils import select_device
+
+    config = load_config(args.config, args.overrides)
+    device = select_device(args.gpu)
+    t = config["trainer"]
+    model = build_model(config).to(device)
+    objective = build_objective(config, model)
+    step_fn = torch.compile(objective) if t["compile"] else objective
+    optimizer = make_optimizer(config, model)
+    x = torch.randn(20_000, 3000, device=device) * 30
+    y = torch.randint(0, 5, (20_000,), device=device)
+    norm = {"mean": 0.0, "std": 30.0}
+    use_amp = t["amp"] and device.type == "cuda"
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (t["batch_size"],), device=device)
+            train_step(step_fn, optimizer, standardised_batch(x, idx, norm), y[idx], use_amp, t["grad_clip"])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run(args.warmup)
+    started = time.perf_counter()
+    run(args.steps)
+    wall = time.perf_counter() - started
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run(args.steps)
+    averages = prof.key_averages()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(averages.table(sort_by=sort, row_limit=args.rows))
+    per_step_ms = 1e3 * wall / args.steps
+    print(f"{config['exp_name']}: batch {t['batch_size']}, {per_step_ms:.2f} ms/step, "
+          f"{t['batch_size'] * args.steps / wall:.0f} samples/s (unprofiled)")
+    if device.type == "cuda":
+        kernel_ms = sum(e.self_device_time_total for e in averages) / 1e3 / args.steps
+        launches = sum(e.count for e in averages if e.device_type.name == "CUDA") / args.steps
+        print(f"GPU kernel time {kernel_ms:.2f} ms/step ({100 * kernel_ms / per_step_ms:.0f}% of the step), "
+              f"{launches:.0f} kernels/step")
+
+
+if __name__ == "__main__":
+    main()
