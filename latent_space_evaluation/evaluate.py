@@ -1,0 +1,264 @@
+"""Evaluate the latent space of a pretrained run, and compare runs.
+
+The training engine dumps the test-set embeddings of every fold to
+checkpoints/<exp_name>/embeddings_fold-XX.pt. Each fold has its own encoder, hence its own latent
+space, so every fold is evaluated on its own (metrics, three 2-D maps) and the run's value of a metric
+is the mean over folds (with the sample std and every fold's value). Written to
+results/<exp_name>/latent/: metrics.json, metrics.csv and maps.png (one row of maps per fold).
+`summarize` gathers every results/*/latent/metrics.json into one table and one comparison figure.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from latent_space_evaluation.metrics import BETTER, Metric, latent_metrics, map_metrics
+from latent_space_evaluation.plotter import plot_comparison, plot_maps
+from latent_space_evaluation.reducers import REDUCERS, stratified_subsample
+from utils import STAGES, atomic_write_bytes, fold_name
+
+MIN_POINTS = 30  # below this, k-means, t-SNE and trustworthiness (k = 10) are meaningless
+TRUSTWORTHINESS_NEIGHBORS = 10
+KEY_METRICS = (  # the columns of the comparison figure
+    ("silhouette_labels", "latent"), ("davies_bouldin_labels", "latent"),
+    ("adjusted_mutual_info_kmeans", "latent"), ("purity_kmeans", "latent"),
+    ("compactness_separation_ratio", "latent"), ("uniformity", "latent"),
+    ("trustworthiness", "latent->umap"), ("silhouette_labels", "umap"),
+)
+
+
+class EmbeddingsError(ValueError):
+    """An embeddings file that cannot be evaluated; the message names the file and the key."""
+
+
+@dataclass
+class Embeddings:
+    """Test-set embeddings of one fold: z (n, D) float32, stages (n,) int64 in 0..4."""
+
+    z: np.ndarray
+    stages: np.ndarray
+    fold: int
+    exp_name: str
+    path: Path
+
+
+@dataclass
+class FoldEvaluation:
+    """Metrics of one fold, its 2-D maps (map_points, 2) and the stages of the mapped epochs."""
+
+    fold: int
+    n_points: int
+    metrics: list[Metric]
+    maps: dict[str, np.ndarray]
+    map_stages: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- finding and loading
+def embeddings_path(exp_name: str, fold: int, checkpoints_dir: str | Path = "checkpoints") -> Path:
+    return Path(checkpoints_dir) / exp_name / f"embeddings_{fold_name(fold)}.pt"
+
+
+def find_embeddings(exp_name: str, fold: int | None = None, checkpoints_dir: str | Path = "checkpoints",
+                    create_hint: str = "") -> list[Path]:
+    """The embedding files of a run (every fold, or `fold`); FileNotFoundError naming the expected path."""
+    hint = f"\n  create them by pretraining: {create_hint}" if create_hint else ""
+    if fold is not None:
+        path = embeddings_path(exp_name, fold, checkpoints_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"no test embeddings of fold {fold} of run '{exp_name}': expected {path}{hint}")
+        return [path]
+    paths = sorted((Path(checkpoints_dir) / exp_name).glob("embeddings_fold-[0-9][0-9].pt"))
+    if not paths:
+        raise FileNotFoundError(f"no test embeddings of run '{exp_name}': expected "
+                                f"{embeddings_path(exp_name, 1, checkpoints_dir)} (one file per fold){hint}")
+    return paths
+
+
+def load_embeddings(path: str | Path) -> Embeddings:
+    """Read and check one embeddings file ({"z": (n, D) float, "y": (n,) int stages, "fold": int, ...})."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings file not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip or weights_only errors all mean "not an embeddings file"
+        raise EmbeddingsError(f"{path}: cannot be read as an embeddings file ({exc})") from exc
+    if not isinstance(data, dict) or not {"z", "y", "fold"} <= data.keys():
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise EmbeddingsError(f"{path}: expected a dict with keys 'z', 'y', 'fold', found {found}")
+    z, stages = data["z"], data["y"]
+    if not (torch.is_tensor(z) and z.ndim == 2 and z.is_floating_point()):
+        raise EmbeddingsError(f"{path}: 'z' must be a 2-D float tensor (n, D), got {_describe(z)}")
+    if not (torch.is_tensor(stages) and stages.ndim == 1 and not stages.is_floating_point()):
+        raise EmbeddingsError(f"{path}: 'y' must be a 1-D integer tensor (n,), got {_describe(stages)}")
+    if len(stages) != len(z):
+        raise EmbeddingsError(f"{path}: 'z' has {len(z)} rows but 'y' has {len(stages)}")
+    z, stages = z.float().numpy(), stages.long().numpy()
+    if len(z) < MIN_POINTS:
+        raise EmbeddingsError(f"{path}: {len(z)} epochs; at least {MIN_POINTS} are needed")
+    if not np.isfinite(z).all():
+        raise EmbeddingsError(f"{path}: 'z' holds {int((~np.isfinite(z)).sum())} NaN/inf values (diverged encoder?)")
+    if stages.min() < 0 or stages.max() >= len(STAGES):
+        raise EmbeddingsError(f"{path}: 'y' must hold stages 0..{len(STAGES) - 1} ({', '.join(STAGES)}), "
+                              f"found {stages.min()}..{stages.max()}")
+    if len(np.unique(stages)) < 2:
+        raise EmbeddingsError(f"{path}: 'y' holds a single stage; cluster metrics need at least two")
+    return Embeddings(z, stages, int(data["fold"]), str(data.get("exp_name", path.parent.name)), path)
+
+
+def _describe(value) -> str:
+    shape = tuple(value.shape) if hasattr(value, "shape") else ""
+    return f"{type(value).__name__}{shape} {getattr(value, 'dtype', '')}".strip()
+
+
+# ----------------------------------------------------------------------------- evaluation
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start
+
+
+def evaluate_fold(embeddings: Embeddings, max_points: int = 10_000, map_points: int = 5_000,
+                  seed: int = 0) -> FoldEvaluation:
+    """All metrics and the three 2-D maps of one fold.
+
+    Quadratic latent metrics (silhouette, uniformity) use a stratified subsample of `max_points`
+    epochs; the maps, and the metrics that compare them with the latent space, one of
+    min(map_points, max_points) epochs; every other metric uses all epochs.
+    """
+    z, stages = embeddings.z, embeddings.stages
+    timings: dict[str, float] = {}
+    with _timed(timings, "latent_metrics"):
+        metrics = latent_metrics(z, stages, stratified_subsample(stages, max_points, seed), seed)
+    mapped = stratified_subsample(stages, min(map_points, max_points), seed)
+    maps = {}
+    for name, reduce in REDUCERS.items():
+        with _timed(timings, name):
+            maps[name] = reduce(z[mapped], seed)
+    with _timed(timings, "map_metrics"):
+        metrics += map_metrics(z[mapped], stages[mapped], maps, seed, TRUSTWORTHINESS_NEIGHBORS)
+    return FoldEvaluation(embeddings.fold, len(z), metrics, maps, stages[mapped], timings)
+
+
+def aggregate(evaluations: list[FoldEvaluation]) -> list[dict]:
+    """One row per (metric, space): mean over folds, sample std (None for one fold), each fold's value."""
+    per_metric: dict[tuple[str, str], list[tuple[int, Metric]]] = {}
+    for evaluation in evaluations:
+        for metric in evaluation.metrics:
+            per_metric.setdefault((metric.name, metric.space), []).append((evaluation.fold, metric))
+    rows = []
+    for (name, space), folds in per_metric.items():
+        values = np.array([metric.value for _, metric in folds])
+        rows.append({
+            "metric": name, "space": space, "better": BETTER[name],
+            "value": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "per_fold": [{"fold": fold, "value": metric.value, "points": metric.points} for fold, metric in folds],
+        })
+    return rows
+
+
+def evaluate_run(paths: list[Path], exp_name: str, out_dir: str | Path, max_points: int = 10_000,
+                 map_points: int = 5_000, seed: int = 0, progress=print) -> dict:
+    """Evaluate every embeddings file in `paths` and write metrics.json, metrics.csv and maps.png to out_dir."""
+    evaluations, dims = [], set()
+    for path in paths:
+        embeddings = load_embeddings(path)
+        dims.add(embeddings.z.shape[1])
+        start = time.perf_counter()
+        evaluations.append(evaluate_fold(embeddings, max_points, map_points, seed))
+        progress(f"{fold_name(embeddings.fold)}: {len(embeddings.z)} epochs x {embeddings.z.shape[1]} dims "
+                 f"evaluated in {time.perf_counter() - start:.1f} s")
+    report = {
+        "exp_name": exp_name,
+        "folds": [e.fold for e in evaluations],
+        "n_points": sum(e.n_points for e in evaluations),
+        "n_points_per_fold": {fold_name(e.fold): e.n_points for e in evaluations},
+        "embedding_dim": sorted(dims),
+        "max_points": max_points,
+        "map_points": min(map_points, max_points),
+        "seed": seed,
+        "n_clusters": len(STAGES),
+        "trustworthiness_neighbors": TRUSTWORTHINESS_NEIGHBORS,
+        "alignment": "Spearman correlation of Euclidean distances, up to 100000 random pairs",
+        "embeddings": [str(p) for p in paths],
+        "metrics": aggregate(evaluations),
+        "timings_s": {fold_name(e.fold): {k: round(v, 2) for k, v in e.timings.items()} for e in evaluations},
+    }
+    write_report(report, evaluations, Path(out_dir))
+    return report
+
+
+def write_report(report: dict, evaluations: list[FoldEvaluation], out_dir: Path) -> None:
+    atomic_write_bytes(out_dir / "metrics.json", json.dumps(report, indent=2).encode())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["metric", "space", "value", "std", "better", "n_folds"])
+    for row in report["metrics"]:
+        writer.writerow([row["metric"], row["space"], _number(row["value"]), _number(row["std"]), row["better"],
+                         len(row["per_fold"])])
+    atomic_write_bytes(out_dir / "metrics.csv", buffer.getvalue().encode())
+    trust = {(row["space"].split("->")[1], f["fold"]): f["value"]
+             for row in report["metrics"] if row["metric"] == "trustworthiness" for f in row["per_fold"]}
+    rows = {f"{fold_name(e.fold)} (n={e.n_points})": (e.maps, e.map_stages,
+                                                       {name: f"trustworthiness {trust[name, e.fold]:.3f}"
+                                                        for name in e.maps})
+            for e in evaluations}
+    plot_maps(rows, out_dir / "maps.png", title=f"{report['exp_name']}: test-set embeddings, "
+                                                f"{report['map_points']} epochs per map")
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+# ----------------------------------------------------------------------------- comparing runs
+def summarize(results_dir: str | Path = "results") -> list[Path]:
+    """Gather results/*/latent/metrics.json into latent_summary.{md,csv,png} in results_dir."""
+    results_dir = Path(results_dir)
+    files = sorted(results_dir.glob("*/latent/metrics.json"))
+    if not files:
+        raise FileNotFoundError(f"nothing to summarise: no {results_dir}/*/latent/metrics.json; evaluate a run "
+                                f"first: python latent_space_evaluator.py --config configs/<config>.json")
+    reports = [json.loads(f.read_text()) for f in files]
+    runs = [r["exp_name"] for r in reports]
+    table: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {}
+    for report in reports:
+        for row in report["metrics"]:
+            table.setdefault((row["metric"], row["space"]), {})[report["exp_name"]] = (row["value"], row["std"])
+
+    md = ["| metric | space | better | " + " | ".join(runs) + " |", "|---|---|---|" + "---:|" * len(runs)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["metric", "space", "better"] + [c for run in runs for c in (run, f"{run} std")])
+    for (name, space), values in table.items():
+        better = BETTER[name]
+        means = {run: mean for run, (mean, _) in values.items()}
+        best = (max if better == "higher" else min)(means.values())
+        cells = []
+        for run in runs:
+            if run not in values:
+                cells.append("")
+                continue
+            mean, std = values[run]
+            text = f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
+            cells.append(f"**{text}**" if len(means) > 1 and mean == best else text)
+        md.append(f"| {name} | {space} | {better} | " + " | ".join(cells) + " |")
+        writer.writerow([name, space, better] + [_number(values.get(run, (None, None))[i]) for run in runs for i in (0, 1)])
+    note = (f"\nMean ± sample std over folds; best per row in bold. Sources: "
+            f"{', '.join(str(f) for f in files)}.\n")
+    paths = [results_dir / "latent_summary.md", results_dir / "latent_summary.csv", results_dir / "latent_summary.png"]
+    atomic_write_bytes(paths[0], ("# Latent-space metrics per config\n\n" + "\n".join(md) + "\n" + note).encode())
+    atomic_write_bytes(paths[1], buffer.getvalue().encode())
+    plot_comparison({key: table[key] for key in KEY_METRICS if key in table}, runs, paths[2])
+    return paths

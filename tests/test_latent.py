@@ -1,0 +1,207 @@
+"""Latent-space evaluation: metric formulas, agreement with scikit-learn, faithful vs scrambled maps,
+clear errors, and the CLI end to end on tiny synthetic embeddings in a temporary working directory."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sklearn.manifold import trustworthiness as sklearn_trustworthiness
+from sklearn.metrics import (adjusted_mutual_info_score, adjusted_rand_score, davies_bouldin_score,
+                             mutual_info_score, silhouette_score)
+
+from benchmarks.bench_latent import gaussian_mixture, write_embeddings
+from latent_space_evaluation import metrics as M
+from latent_space_evaluation.evaluate import EmbeddingsError, find_embeddings, load_embeddings
+from latent_space_evaluation.reducers import pca_map, stratified_subsample, tsne_map
+from latent_space_evaluator import main
+
+
+def planar_clusters(n_per_stage=60, dim=16, seed=0):
+    """Five well-separated 2-D Gaussian blobs placed in a random plane of R^dim (plus tiny noise):
+    stage clusters are obvious and a 2-D map can keep every neighbourhood."""
+    rng = np.random.default_rng(seed)
+    stages = np.repeat(np.arange(5), n_per_stage)
+    centres = 30.0 * np.array([[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 2]])
+    plane = centres[stages] + rng.normal(size=(len(stages), 2))
+    basis = np.linalg.qr(rng.normal(size=(dim, 2)))[0]  # (dim, 2) orthonormal
+    z = plane @ basis.T + 0.01 * rng.normal(size=(len(stages), dim))
+    return z, stages
+
+
+def by_name(metrics):
+    return {(m.name, m.space): m.value for m in metrics}
+
+
+# ----------------------------------------------------------------------------- formulas on small cases
+def test_purity_and_entropy_by_hand():
+    stages = np.array([0, 0, 0, 1, 1, 2])
+    clusters = np.array([0, 0, 1, 1, 1, 1])
+    # cluster 0 = {0, 0}: pure; cluster 1 = {0, 1, 1, 2}: majority 2 of 4, entropy 1.5 bits = 1.5 ln 2 nats
+    assert M.purity(stages, clusters) == pytest.approx(4 / 6)
+    assert M.average_entropy(stages, clusters) == pytest.approx(4 / 6 * 1.5 * np.log(2))
+    assert M.purity(stages, stages) == 1.0 and M.average_entropy(stages, stages) == 0.0
+    # H(stage | cluster) = H(stage) - I(stage; cluster)
+    entropy_stages = -np.sum(np.array([3, 2, 1]) / 6 * np.log(np.array([3, 2, 1]) / 6))
+    assert M.average_entropy(stages, clusters) == pytest.approx(entropy_stages - mutual_info_score(stages, clusters))
+
+
+def test_compactness_separation_by_hand():
+    z = np.array([[0.0], [2.0], [10.0], [12.0], [20.0], [22.0]])
+    stages = np.array([0, 0, 1, 1, 2, 2])  # centroids 1, 11, 21
+    compactness, separation = M.compactness_separation(z, stages)
+    assert compactness == pytest.approx(1.0)
+    assert separation == pytest.approx((10 + 20 + 10) / 3)
+
+
+def test_uniformity_matches_the_pairwise_formula():
+    z = np.random.default_rng(0).normal(size=(300, 8))
+    unit = z / np.linalg.norm(z, axis=1, keepdims=True)
+    i, j = np.triu_indices(len(z), k=1)
+    expected = np.log(np.mean(np.exp(-2 * np.sum((unit[i] - unit[j]) ** 2, axis=1))))
+    assert M.uniformity(z, block_rows=64) == pytest.approx(expected, abs=1e-6)
+    assert M.uniformity(np.ones((10, 8))) == pytest.approx(0.0, abs=1e-6)  # collapsed: the worst value
+
+
+def test_stratified_subsample_keeps_shares_and_rare_stages():
+    stages = np.r_[np.zeros(5000, int), np.ones(3000, int), np.full(1990, 2), np.full(10, 3)]
+    picked = stratified_subsample(stages, 1000, seed=1)
+    assert len(picked) == 1000 and np.all(np.diff(picked) > 0)
+    assert np.bincount(stages[picked]).tolist() == [500, 300, 199, 1]
+    assert np.array_equal(picked, stratified_subsample(stages, 1000, seed=1))
+    assert not np.array_equal(picked, stratified_subsample(stages, 1000, seed=2))
+    assert np.array_equal(stratified_subsample(stages[:50], 1000, seed=1), np.arange(50))
+
+
+# ----------------------------------------------------------------------------- agreement with scikit-learn
+def test_chunked_trustworthiness_equals_sklearn():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(240, 12))
+    maps = {"pca": pca_map(z, 0), "random": rng.normal(size=(240, 2)), "coords": z[:, :2]}
+    for k in (5, 10):
+        ours = M.trustworthiness(z, maps, n_neighbors=k)
+        for name, embedded in maps.items():
+            assert ours[name] == pytest.approx(sklearn_trustworthiness(z, embedded, n_neighbors=k), abs=1e-12)
+
+
+def test_latent_metrics_match_sklearn():
+    z, stages = gaussian_mixture(400, 16, seed=3, separation=0.6)
+    metrics = by_name(M.latent_metrics(z, stages, np.arange(len(z)), seed=0))
+    clusters = M.kmeans_clusters(z, seed=0)
+    assert metrics["silhouette_labels", "latent"] == pytest.approx(silhouette_score(z, stages), rel=1e-5)
+    assert metrics["silhouette_kmeans", "latent"] == pytest.approx(silhouette_score(z, clusters), rel=1e-5)
+    assert metrics["davies_bouldin_labels", "latent"] == pytest.approx(davies_bouldin_score(z, stages))
+    assert metrics["davies_bouldin_kmeans", "latent"] == pytest.approx(davies_bouldin_score(z, clusters))
+    assert metrics["adjusted_rand_index_kmeans", "latent"] == pytest.approx(adjusted_rand_score(stages, clusters))
+    assert metrics["adjusted_mutual_info_kmeans", "latent"] == pytest.approx(
+        adjusted_mutual_info_score(stages, clusters))
+    assert metrics["mutual_info_kmeans", "latent"] == pytest.approx(mutual_info_score(stages, clusters))
+
+
+def test_distance_alignment_is_spearman_over_all_pairs():
+    rng = np.random.default_rng(1)
+    z, embedded = rng.normal(size=(60, 5)), rng.normal(size=(60, 2))
+    i, j = np.triu_indices(60, k=1)
+    expected = spearmanr(np.linalg.norm(z[i] - z[j], axis=1), np.linalg.norm(embedded[i] - embedded[j], axis=1))
+    assert M.distance_alignment(z, embedded) == pytest.approx(expected.statistic)
+    assert M.distance_alignment(np.c_[z[:, :2], np.zeros((60, 3))], 3.0 * z[:, :2], n_pairs=500) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- behaviour
+def test_well_separated_clusters_score_near_perfect():
+    z, stages = planar_clusters()
+    latent = by_name(M.latent_metrics(z, stages, np.arange(len(z)), seed=0))
+    assert latent["silhouette_labels", "latent"] > 0.9
+    assert latent["purity_kmeans", "latent"] == 1.0
+    assert latent["entropy_kmeans", "latent"] == pytest.approx(0.0, abs=1e-12)
+    assert latent["adjusted_rand_index_kmeans", "latent"] == pytest.approx(1.0)
+    assert latent["adjusted_mutual_info_kmeans", "latent"] == pytest.approx(1.0)
+    assert latent["compactness_separation_ratio", "latent"] < 0.1
+    maps = by_name(M.map_metrics(z, stages, {"pca": pca_map(z, 0), "tsne": tsne_map(z, 0)}, seed=0))
+    assert maps["trustworthiness", "latent->pca"] > 0.99
+    assert maps["distance_alignment_spearman", "latent->pca"] > 0.99
+    assert maps["trustworthiness", "latent->tsne"] > 0.95
+    assert maps["silhouette_labels", "tsne"] > 0.8
+
+
+def test_random_labels_score_zero_agreement():
+    z, _ = gaussian_mixture(1500, 16, seed=0, separation=1.0)
+    random_stages = np.random.default_rng(0).integers(0, 5, len(z))
+    metrics = by_name(M.latent_metrics(z, random_stages, np.arange(len(z)), seed=0))
+    assert abs(metrics["adjusted_rand_index_kmeans", "latent"]) < 0.01
+    assert abs(metrics["adjusted_mutual_info_kmeans", "latent"]) < 0.01
+    assert metrics["silhouette_labels", "latent"] < 0.02
+
+
+def test_scrambled_map_scores_low_where_the_faithful_one_scores_high():
+    """The reference compared the embedding with itself (always 1.0); a map that keeps the points but
+    scrambles which epoch sits where must be caught."""
+    z, stages = planar_clusters()
+    faithful = pca_map(z, 0)
+    scrambled = faithful[np.random.default_rng(0).permutation(len(z))]
+    metrics = by_name(M.map_metrics(z, stages, {"faithful": faithful, "scrambled": scrambled}, seed=0))
+    assert metrics["trustworthiness", "latent->faithful"] > 0.99
+    assert metrics["trustworthiness", "latent->scrambled"] < 0.6
+    assert metrics["distance_alignment_spearman", "latent->faithful"] > 0.99
+    assert abs(metrics["distance_alignment_spearman", "latent->scrambled"]) < 0.1
+
+
+# ----------------------------------------------------------------------------- errors and the CLI
+def test_missing_embeddings_name_the_expected_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"run_x/embeddings_fold-01\.pt.*\n.*python train_crl\.py"):
+        find_embeddings("run_x", checkpoints_dir=tmp_path, create_hint="python train_crl.py --config c.json")
+    with pytest.raises(FileNotFoundError, match=r"run_x/embeddings_fold-07\.pt"):
+        find_embeddings("run_x", fold=7, checkpoints_dir=tmp_path)
+
+
+def test_bad_embeddings_files_name_file_and_key(tmp_path):
+    import torch
+
+    z, stages = gaussian_mixture(50, 4, seed=0)
+    path = tmp_path / "embeddings_fold-01.pt"
+    torch.save({"z": torch.from_numpy(z)}, path)
+    with pytest.raises(EmbeddingsError, match=r"embeddings_fold-01\.pt.*'y'"):
+        load_embeddings(path)
+    z[3, 1] = np.nan
+    write_embeddings(path, z, stages)
+    with pytest.raises(EmbeddingsError, match="1 NaN/inf"):
+        load_embeddings(path)
+    write_embeddings(path, np.ones_like(z), stages + 3)
+    with pytest.raises(EmbeddingsError, match=r"stages 0\.\.4"):
+        load_embeddings(path)
+
+
+def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(
+        {"exp_name": "tiny", "backbone": {"type": "CNN"}, "ssl": {"type": "CRL"}}))
+    with pytest.raises(SystemExit, match=r"checkpoints/tiny/embeddings_fold-01\.pt(.|\n)*train_crl\.py --config tiny"):
+        main(["--config", "tiny.json"])
+
+    for fold in (1, 2):
+        z, stages = gaussian_mixture(260, 16, seed=fold, separation=0.8)
+        write_embeddings(tmp_path / "checkpoints" / "tiny" / f"embeddings_fold-0{fold}.pt", z, stages, fold, "tiny")
+    main(["--config", "tiny.json", "--max-points", "200", "--map-points", "150", "--seed", "3"])
+    out = tmp_path / "results" / "tiny" / "latent"
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["folds"] == [1, 2] and report["n_points"] == 520
+    assert (report["max_points"], report["map_points"], report["seed"]) == (200, 150, 3)
+    rows = {(r["metric"], r["space"]): r for r in report["metrics"]}
+    assert set(M.BETTER) == {name for name, _ in rows}
+    for reduction in ("pca", "tsne", "umap"):
+        trust = rows["trustworthiness", f"latent->{reduction}"]
+        assert 0.5 < trust["value"] <= 1.0 and [f["points"] for f in trust["per_fold"]] == [150, 150]
+    assert [f["points"] for f in rows["silhouette_labels", "latent"]["per_fold"]] == [200, 200]
+    assert [f["points"] for f in rows["purity_kmeans", "latent"]["per_fold"]] == [260, 260]
+    with open(out / "metrics.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and {r["better"] for r in table} == {"higher", "lower"}
+    assert (out / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    main(["--config", "tiny.json", "--fold", "2", "--max-points", "200", "--map-points", "100", "--summarize"])
+    assert json.loads((out / "metrics.json").read_text())["folds"] == [2]
+    summary = (tmp_path / "results" / "latent_summary.md").read_text()
+    assert "| trustworthiness | latent->umap | higher |" in summary
+    assert (tmp_path / "results" / "latent_summary.csv").is_file()
+    assert (tmp_path / "results" / "latent_summary.png").is_file()
+    assert "wrote" in capsys.readouterr().out
