@@ -38,6 +38,9 @@ def main() -> None:
 
     config = load_config(args.config, args.overrides)
     device = select_device(args.gpu)
+    if device.type == "cuda":  # as training/engine.py
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     t = config["trainer"]
     model = build_model(config).to(device)
     objective = build_objective(config, model)

@@ -15,3 +15,10 @@ def shared_sleep_edf() -> Path:
     if not (SHARED / "make_surrogate.py").is_file():
         pytest.skip("../shared/sleep-edf is absent (only present in the development workplace)")
     return SHARED
+
+
+def pytest_configure(config):
+    """One intra-op thread: CI has 2 cores, and two threads per process fight over them (measured 5-8x slower)."""
+    import torch
+
+    torch.set_num_threads(1)

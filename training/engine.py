@@ -135,6 +135,9 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
     val_every = t["val_period"] or steps_per_epoch
 
     # ------------------------------------------------------------------ model, optimiser, state
+    if device.type == "cuda":  # TF32 matmuls/convolutions and cuDNN autotuning: fixed shapes, large gain
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(t["seed"])
     model = build_model(config).to(device)
     objective = build_objective(config, model)
