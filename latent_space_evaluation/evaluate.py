@@ -14,7 +14,7 @@ import io
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,6 @@ class Embeddings:
     stages: np.ndarray
     fold: int
     exp_name: str
-    path: Path
 
 
 @dataclass
@@ -58,7 +57,7 @@ class FoldEvaluation:
     metrics: list[Metric]
     maps: dict[str, np.ndarray]
     map_stages: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float]
 
 
 # ----------------------------------------------------------------------------- finding and loading
@@ -113,7 +112,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
                               f"found {stages.min()}..{stages.max()}")
     if len(np.unique(stages)) < 2:
         raise EmbeddingsError(f"{path}: 'y' holds a single stage; cluster metrics need at least two")
-    return Embeddings(z, stages, int(data["fold"]), str(data.get("exp_name", path.parent.name)), path)
+    return Embeddings(z, stages, int(data["fold"]), str(data.get("exp_name", path.parent.name)))
 
 
 def _describe(value) -> str:
@@ -208,12 +207,11 @@ def write_report(report: dict, evaluations: list[FoldEvaluation], out_dir: Path)
         writer.writerow([row["metric"], row["space"], _number(row["value"]), _number(row["std"]), row["better"],
                          len(row["per_fold"])])
     atomic_write_bytes(out_dir / "metrics.csv", buffer.getvalue().encode())
-    trust = {(row["space"].split("->")[1], f["fold"]): f["value"]
-             for row in report["metrics"] if row["metric"] == "trustworthiness" for f in row["per_fold"]}
-    rows = {f"{fold_name(e.fold)} (n={e.n_points})": (e.maps, e.map_stages,
-                                                       {name: f"trustworthiness {trust[name, e.fold]:.3f}"
-                                                        for name in e.maps})
-            for e in evaluations}
+    rows = {}
+    for e in evaluations:
+        captions = {m.space.split("->")[1]: f"trustworthiness {m.value:.3f}"
+                    for m in e.metrics if m.name == "trustworthiness"}
+        rows[f"{fold_name(e.fold)} (n={e.n_points})"] = (e.maps, e.map_stages, captions)
     plot_maps(rows, out_dir / "maps.png", title=f"{report['exp_name']}: test-set embeddings, "
                                                 f"{report['map_points']} epochs per map")
 
@@ -237,10 +235,13 @@ def summarize(results_dir: str | Path = "results") -> list[Path]:
         for row in report["metrics"]:
             table.setdefault((row["metric"], row["space"]), {})[report["exp_name"]] = (row["value"], row["std"])
 
-    md = ["| metric | space | better | " + " | ".join(runs) + " |", "|---|---|---|" + "---:|" * len(runs)]
+    folds = [", ".join(str(f) for f in r["folds"]) for r in reports]
+    md = ["| metric | space | better | " + " | ".join(runs) + " |", "|---|---|---|" + "---:|" * len(runs),
+          "| folds evaluated | | | " + " | ".join(folds) + " |"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["metric", "space", "better"] + [c for run in runs for c in (run, f"{run} std")])
+    writer.writerow(["n_folds", "", ""] + [c for r in reports for c in (len(r["folds"]), "")])
     for (name, space), values in table.items():
         better = BETTER[name]
         means = {run: mean for run, (mean, _) in values.items()}
@@ -254,7 +255,8 @@ def summarize(results_dir: str | Path = "results") -> list[Path]:
             text = f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
             cells.append(f"**{text}**" if len(means) > 1 and mean == best else text)
         md.append(f"| {name} | {space} | {better} | " + " | ".join(cells) + " |")
-        writer.writerow([name, space, better] + [_number(values.get(run, (None, None))[i]) for run in runs for i in (0, 1)])
+        writer.writerow([name, space, better] + [_number(values.get(run, (None, None))[i])
+                                                 for run in runs for i in (0, 1)])
     note = (f"\nMean ± sample std over folds; best per row in bold. Sources: "
             f"{', '.join(str(f) for f in files)}.\n")
     paths = [results_dir / "latent_summary.md", results_dir / "latent_summary.csv", results_dir / "latent_summary.png"]

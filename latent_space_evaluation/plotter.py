@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from latent_space_evaluation.metrics import BETTER  # noqa: E402
 from latent_space_evaluation.reducers import REDUCTION_TITLES  # noqa: E402
 from utils import STAGES, atomic_write_bytes  # noqa: E402
 
@@ -59,8 +60,6 @@ def plot_maps(rows: dict[str, tuple[dict[str, np.ndarray], np.ndarray, dict[str,
 def plot_comparison(table: dict[tuple[str, str], dict[str, tuple[float, float | None]]], runs: list[str],
                     path: str | Path) -> None:
     """Horizontal bars of each (metric, space) in `table` ({run: (mean, std)}) for every run, std as error bar."""
-    from latent_space_evaluation.metrics import BETTER
-
     n_cols = min(4, len(table))
     n_rows = math.ceil(len(table) / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols + 1.5, 0.35 * len(runs) * n_rows + 1.6 * n_rows),
