@@ -117,13 +117,20 @@ def main(argv=None) -> None:
             overrides.append(f"probe.label_fraction={args.label_fraction}")
         config = load_config(args.config, overrides)
         device = select_device(args.gpu)
-        for fold in resolve_folds(args, config):
+        folds = resolve_folds(args, config)
+        if args.baseline is None:  # fail before scoring anything, not at fold 7 of 10
+            missing = [str(encoder_checkpoint(args, config, f)) for f in folds
+                       if not encoder_checkpoint(args, config, f).is_file()]
+            if missing:
+                raise FileNotFoundError(f"checkpoint(s) not found: {', '.join(missing)} "
+                                        "(pretrain those folds first, or pass --fold K)")
+        for fold in folds:
             scores = score_fold(args, config, fold, device)
             print(f"fold {fold} ({scores['classifier']}, {scores['n_epochs']} test epochs): {describe(scores)}")
         metrics = aggregate(args, config)
     except (ConfigError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    print(f"{metrics['exp_name']}, {metrics['n_folds']} fold(s) pooled ({metrics['n_epochs']} test epochs): "
+    print(f"{metrics['run']}: {metrics['n_folds']} fold(s) pooled ({metrics['n_epochs']} test epochs): "
           f"{describe(metrics['pooled'])}; per-fold mean macro-F1 {metrics['fold_mean']['macro_f1']:.3f} "
           f"± {metrics['fold_std']['macro_f1']:.3f}")
     print(f"results in {RESULTS_ROOT / metrics['run']}/")

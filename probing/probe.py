@@ -84,6 +84,9 @@ def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val
               seed: int, device="cpu", z_stats: np.ndarray | None = None) -> tuple[LatentProbe, dict]:
     """Train a probe on latents (n, D); return it at its best validation macro-F1, and a training summary.
 
+    Training stops after probe.patience epochs in which neither the validation macro-F1 nor the
+    validation loss improved (a loss still falling means the probe is still learning).
+
     z_stats (default z_train) gives the standardisation statistics: pass the whole training
     split's latents when training on a label fraction (they need no labels).
     """
@@ -92,45 +95,46 @@ def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val
     device = torch.device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    stats = torch.as_tensor(z_train if z_stats is None else z_stats, dtype=torch.float32)
-    probe = LatentProbe(build_head(probe_cfg["type"], stats.shape[1]), stats.mean(0), stats.std(0).clamp_min(1e-6))
-    probe.to(device)
+    stats = torch.as_tensor(z_train if z_stats is None else z_stats, dtype=torch.float32, device=device)
+    mean, std = stats.mean(0), stats.std(0).clamp_min(1e-6)
+    probe = LatentProbe(build_head(probe_cfg["type"], stats.shape[1]), mean, std).to(device)
+    head = probe.head  # trained on latents standardised once, here, rather than per mini-batch
     weights = class_weights(y_train, probe_cfg["class_weighting"])
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=probe_cfg["learning_rate"],
-                                  weight_decay=probe_cfg["weight_decay"])
-    z_train_t = torch.as_tensor(z_train, dtype=torch.float32, device=device)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=probe_cfg["learning_rate"],
+                                  weight_decay=probe_cfg["weight_decay"], fused=True)
+    z_train_t = (torch.as_tensor(z_train, dtype=torch.float32, device=device) - mean) / std
     y_train_t = torch.as_tensor(y_train, dtype=torch.long, device=device)
-    z_val_t = torch.as_tensor(z_val, dtype=torch.float32, device=device)
+    z_val_t = (torch.as_tensor(z_val, dtype=torch.float32, device=device) - mean) / std
     y_val_t = torch.as_tensor(y_val, dtype=torch.long, device=device)
     n, batch_size = len(z_train_t), probe_cfg["batch_size"]
 
     best = {"val_macro_f1": -1.0, "val_loss": float("inf"), "epoch": 0}
-    best_state, stale, epoch = None, 0, 0
+    best_state, stale, epoch, lowest_loss = None, 0, 0, float("inf")
     bar = tqdm(range(1, probe_cfg["epochs"] + 1), desc=f"{probe_cfg['type']} probe", unit="epoch", leave=False)
     for epoch in bar:
-        probe.train()
+        head.train()
         order = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n - 1, batch_size):  # stop before a last batch of 1 (BatchNorm needs 2)
             batch = order[start : start + batch_size]
-            loss = loss_fn(probe(z_train_t[batch]), y_train_t[batch])
+            loss = loss_fn(head(z_train_t[batch]), y_train_t[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        probe.eval()
-        logits = _logits(probe, z_val_t)
+        head.eval()
+        logits = _logits(head, z_val_t)
         val_loss = float(loss_fn(logits, y_val_t))
         val_f1 = f1_score(y_val, logits.argmax(1).cpu().numpy(), average="macro", zero_division=0)
         bar.set_postfix(val_mf1=f"{val_f1:.3f}", val_loss=f"{val_loss:.3f}")
+        improved = val_f1 > best["val_macro_f1"] or val_loss < lowest_loss
         if val_f1 > best["val_macro_f1"]:
             best = {"val_macro_f1": float(val_f1), "val_loss": val_loss, "epoch": epoch}
-            best_state = {k: v.detach().clone() for k, v in probe.state_dict().items()}
-            stale = 0
-        else:
-            stale += 1
-            if stale >= probe_cfg["patience"]:
-                break
-    probe.load_state_dict(best_state)
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        lowest_loss = min(lowest_loss, val_loss)
+        stale = 0 if improved else stale + 1
+        if stale >= probe_cfg["patience"]:
+            break
+    head.load_state_dict(best_state)
     summary = {"best_epoch": best["epoch"], "epochs_trained": epoch, "best_val_macro_f1": best["val_macro_f1"],
                "best_val_loss": best["val_loss"], "n_train_labels": int(n)}
     return probe.eval(), summary

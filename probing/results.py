@@ -140,7 +140,7 @@ def _png(fig: Figure) -> bytes:
 def plot_confusion(pooled: dict, classifier: str) -> bytes:
     """Two heatmaps of the pooled confusion matrix: counts and row-normalised (recall per stage)."""
     counts, normalised = np.array(pooled["confusion"]), np.array(pooled["confusion_normalised"])
-    fig = Figure(figsize=(11, 4.6))
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
     for ax, matrix, title, fmt in zip(fig.subplots(1, 2), (counts, normalised),
                                       ("counts", "row-normalised"), ("{:d}", "{:.2f}")):
         image = ax.imshow(matrix, cmap="Blues", vmin=0)

@@ -1,7 +1,6 @@
 """The probe on frozen latents, label fractions, per-fold outputs, baselines and the classifier_training CLI."""
 import copy
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -10,11 +9,12 @@ from scipy.signal import welch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
+from dset.loader import FoldData, Split  # plain containers; no data is read
 from probing.baselines import BANDS, bandpower_features, bandpower_fold, bandpower_results_dir
 from probing.probe import class_weights, fit_probe, label_subset, predict, probe_encoder, run_probe, score_supervised
 from probing.results import load_fold_predictions, results_dir, write_results
 
-PROBE = {"type": "linear", "epochs": 30, "batch_size": 64, "learning_rate": 1e-2, "weight_decay": 1e-4,
+PROBE = {"type": "linear", "epochs": 20, "batch_size": 64, "learning_rate": 5e-2, "weight_decay": 1e-4,
          "patience": 3, "class_weighting": "balanced", "label_fraction": 1.0, "run_after_pretraining": True}
 CONFIG = {"exp_name": "toy", "backbone": {"type": "CNN", "params": {}}, "trainer": {"seed": 0},
           "data": {"dataset": "demo", "sampling_rate": 100}, "ssl": {"type": "CRL"}, "probe": PROBE}
@@ -76,21 +76,6 @@ def test_balanced_class_weights_follow_scikit_learn():
 
 
 # ----------------------------------------------------------------------------- one fold, end to end
-@dataclass
-class Split:
-    x: np.ndarray
-    y: np.ndarray
-    subject: np.ndarray
-    night: np.ndarray
-
-
-@dataclass
-class FoldData:
-    train: Split
-    val: Split
-    test: Split
-
-
 def toy_split(n: int, seed: int, subjects=(0, 1)) -> Split:
     """Epochs (n, 3000) whose amplitude doubles with the stage; two subjects, one night each, in order."""
     rng = np.random.default_rng(seed)
@@ -101,7 +86,7 @@ def toy_split(n: int, seed: int, subjects=(0, 1)) -> Split:
 
 
 def toy_fold(seed: int) -> FoldData:
-    return FoldData(toy_split(300, seed), toy_split(100, seed + 1, (2, 3)), toy_split(120, seed + 2, (4, 5)))
+    return FoldData(train=toy_split(300, seed), val=toy_split(100, seed + 1, (2, 3)), test=toy_split(120, seed + 2, (4, 5)))
 
 
 class AmplitudeEncoder(nn.Module):
@@ -199,11 +184,10 @@ def test_bandpower_baseline_scores_a_fold(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _saved_checkpoint(tmp_path, backbone: str, fold: int = 1):
+def save_checkpoint(path, config: dict, fold: int = 1):
+    """A checkpoint in the documented format (training/checkpoint.py) of an untrained model."""
     main_model = pytest.importorskip("models.main_model", reason="models/ (build_model) is not importable yet")
-    config = copy.deepcopy(CONFIG)
-    config["backbone"] = {"type": backbone, "params": {}}
-    path = tmp_path / f"ckpt_{backbone}.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": main_model.build_model(config).state_dict(), "config": config, "fold": fold,
                 "input_norm": NORM, "epoch": 0, "step": 0, "val_loss": 1.0}, path)
     return path
@@ -216,7 +200,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_checkpoint_of_another_architecture_fold_or_paradigm_is_refused(tmp_path):
-    path = _saved_checkpoint(tmp_path, "CNN")
+    path = save_checkpoint(tmp_path / "ckpt_fold-01.pth", CONFIG)
     transformer = copy.deepcopy(CONFIG)
     transformer["backbone"] = {"type": "Transformer", "params": {}}
     with pytest.raises(ValueError, match="trained with backbone .*CNN.* config asks for .*Transformer"):
@@ -228,6 +212,32 @@ def test_checkpoint_of_another_architecture_fold_or_paradigm_is_refused(tmp_path
 
 
 # ----------------------------------------------------------------------------- CLI
+def test_cli_probes_a_checkpoint_and_runs_baselines_on_a_tiny_dataset(tmp_path, monkeypatch, capsys):
+    from classifier_training import main
+    from tests.test_engine import make_config, write_tiny_dataset  # 8 subjects, 2 folds, prepared NPZ
+    from training.config import load_config
+
+    npz_dir, splits = write_tiny_dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    config_path = make_config((tmp_path, npz_dir, splits), "CRL")
+    ckpt = save_checkpoint(tmp_path / "checkpoints" / "test_CRL_CNN" / "ckpt_fold-02.pth", load_config(config_path), 2)
+    cli = ["--config", str(config_path), "--gpu", "cpu"]
+
+    main(cli + ["--encoder_ckpt", str(ckpt)])  # the fold (2) is read from the checkpoint
+    metrics = json.loads((tmp_path / "results" / "test_CRL_CNN" / "metrics.json").read_text())
+    assert metrics["folds"] == [2] and metrics["n_epochs"] == 48 and metrics["classifier"] == "linear probe"
+    main(cli + ["--fold", "all", "--baseline", "bandpower"])
+    assert json.loads((tmp_path / "results" / "Baseline_bandpower_demo" / "metrics.json").read_text())["n_folds"] == 2
+    main(cli + ["--fold", "1", "--baseline", "random", "--label-fraction", "0.5"])
+    random_init = json.loads((tmp_path / "results" / "test_CRL_CNN_random-init_labels-0.5" / "metrics.json").read_text())
+    assert random_init["paradigm"] == "Random init" and random_init["per_fold"][0]["n_train_labels"] == 60
+    with pytest.raises(SystemExit, match="ckpt_fold-01.pth"):  # --fold all needs every fold's checkpoint
+        main(cli + ["--fold", "all"])
+    capsys.readouterr()
+    main(["--summarize"])
+    assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]) == 1 + 3
+
+
 def test_cli_summarize_and_argument_errors(tmp_path, monkeypatch, capsys):
     from classifier_training import main
 
