@@ -130,9 +130,9 @@ def main(argv=None) -> None:
         metrics = aggregate(args, config)
     except (ConfigError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    print(f"{metrics['run']}: {metrics['n_folds']} fold(s) pooled ({metrics['n_epochs']} test epochs): "
-          f"{describe(metrics['pooled'])}; per-fold mean macro-F1 {metrics['fold_mean']['macro_f1']:.3f} "
-          f"± {metrics['fold_std']['macro_f1']:.3f}")
+    print(f"{metrics['run']}: {metrics['n_folds']} of {metrics['num_folds']} fold(s) pooled "
+          f"({metrics['n_epochs']} test epochs): {describe(metrics['pooled'])}; "
+          f"per-fold mean macro-F1 {metrics['fold_mean']['macro_f1']:.3f} ± {metrics['fold_std']['macro_f1']:.3f}")
     print(f"results in {RESULTS_ROOT / metrics['run']}/")
 
 

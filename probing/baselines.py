@@ -77,13 +77,13 @@ def bandpower_features(x: np.ndarray, fs: float = 100.0, chunk: int = 2048) -> n
     """
     nperseg = int(4 * fs)
     freqs = np.fft.rfftfreq(nperseg, 1 / fs)
-    masks = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in BANDS.values()], axis=1).astype(np.float64)
+    masks = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in BANDS.values()], axis=1).astype(np.float32)
     features = np.empty((len(x), len(BANDPOWER_FEATURES)), np.float32)
     for start in tqdm(range(0, len(x), chunk), desc="band powers", leave=False):
-        block = np.asarray(x[start : start + chunk], dtype=np.float64)
+        block = np.asarray(x[start : start + chunk], dtype=np.float32)
         _, psd = welch(block, fs=fs, nperseg=nperseg, axis=-1)
         features[start : start + chunk, :-1] = np.log(psd @ masks * (fs / nperseg) + 1e-12)
-        features[start : start + chunk, -1] = np.log(block.std(axis=1) + 1e-12)
+        features[start : start + chunk, -1] = np.log(block.std(axis=1, dtype=np.float64) + 1e-12)
     return features
 
 

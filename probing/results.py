@@ -1,7 +1,8 @@
 """Run outputs: per-fold predictions, aggregated metrics and plots, and the Key Results table.
 
     results/<run>/predictions_fold-01.npz   y_true, y_pred, subject, night of the fold's test epochs + meta (JSON)
-    results/<run>/metrics.json              pooled + fold mean/std + per-fold metrics, classifier, label fraction
+    results/<run>/metrics.json              pooled + fold mean/std + per-fold metrics, classifier, label fraction;
+                                            n_epochs counts 30-s test epochs, best_epoch/epochs_trained probe passes
     results/<run>/per_fold.csv              one row per fold
     results/<run>/confusion.png             pooled confusion matrix, counts and row-normalised
     results/<run>/hypnogram.png             true vs predicted stages of one test night
@@ -26,7 +27,7 @@ from utils import STAGES, atomic_write_bytes, fold_name
 
 RESULTS_ROOT = Path("results")
 # Fields every fold of one run must share (a stale file from another configuration is refused).
-RUN_FIELDS = ("exp_name", "paradigm", "architecture", "classifier", "label_fraction", "dataset")
+RUN_FIELDS = ("exp_name", "paradigm", "architecture", "classifier", "label_fraction", "dataset", "num_folds")
 PARADIGM_ORDER = ("CRL", "MP", "Hybrid", "Supervised", "Random init", "Band power")
 
 
@@ -50,6 +51,7 @@ def run_meta(config: dict, paradigm: str, architecture: str, classifier: str, la
         "classifier": classifier,
         "label_fraction": float(label_fraction),
         "dataset": config["data"]["dataset"],
+        "num_folds": config["data"]["num_folds"],
     }
 
 
@@ -141,9 +143,9 @@ def plot_confusion(pooled: dict, classifier: str) -> bytes:
     """Two heatmaps of the pooled confusion matrix: counts and row-normalised (recall per stage)."""
     counts, normalised = np.array(pooled["confusion"]), np.array(pooled["confusion_normalised"])
     fig = Figure(figsize=(12, 4.8), layout="constrained")
-    for ax, matrix, title, fmt in zip(fig.subplots(1, 2), (counts, normalised),
-                                      ("counts", "row-normalised"), ("{:d}", "{:.2f}")):
-        image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    for ax, matrix, title, fmt, vmax in zip(fig.subplots(1, 2), (counts, normalised), ("counts", "row-normalised"),
+                                            ("{:d}", "{:.2f}"), (None, 1.0)):
+        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=vmax)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         threshold = matrix.max() / 2 if matrix.max() > 0 else 1
         for (i, j), value in np.ndenumerate(matrix):
@@ -183,7 +185,8 @@ def write_summary(results_root: Path = RESULTS_ROOT) -> tuple[Path, Path]:
     if not runs:
         raise FileNotFoundError(f"no {results_root}/*/metrics.json found: run classifier_training.py first")
     rank = {name: i for i, name in enumerate(PARADIGM_ORDER)}
-    runs.sort(key=lambda r: (rank.get(r["paradigm"], len(rank)), r["architecture"], -r["label_fraction"], r["classifier"]))
+    runs.sort(key=lambda r: (rank.get(r["paradigm"], len(rank)), r["architecture"], -r["label_fraction"],
+                             r["classifier"]))
     md_path, csv_path = results_root / "summary.md", results_root / "summary.csv"
     atomic_write_bytes(md_path, _summary_markdown(runs).encode())
     atomic_write_bytes(csv_path, _summary_csv(runs).encode())
@@ -208,19 +211,19 @@ def _summary_markdown(runs: list[dict]) -> str:
     for r in runs:
         p = r["pooled"]
         kappa = "n/a" if p["kappa"] is None else f"{p['kappa']:.3f}"
+        n_folds = r["n_folds"] if r["n_folds"] == r["num_folds"] else f"{r['n_folds']} of {r['num_folds']}"
         lines.append(f"| {r['paradigm']} | {r['architecture']} | {r['classifier']} | {100 * r['label_fraction']:g}% | "
-                     f"{r['n_folds']} | {100 * p['accuracy']:.1f} | {p['macro_f1']:.3f} | {kappa} |")
+                     f"{n_folds} | {100 * p['accuracy']:.1f} | {p['macro_f1']:.3f} | {kappa} |")
     return "\n".join(lines) + "\n"
 
 
 def _summary_csv(runs: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    scalars = ("accuracy", "macro_f1", "kappa")
-    writer.writerow(["run", "paradigm", "architecture", "classifier", "label_fraction", "dataset", "n_folds",
-                     "n_epochs"] + [f"{m}_{kind}" for m in scalars for kind in ("pooled", "fold_mean", "fold_std")])
+    scores = [(m, kind) for m in ("accuracy", "macro_f1", "kappa") for kind in ("pooled", "fold_mean", "fold_std")]
+    run_columns = ["run", "paradigm", "architecture", "classifier", "label_fraction", "dataset", "n_folds",
+                   "num_folds", "n_epochs"]
+    writer.writerow(run_columns + [f"{m}_{kind}" for m, kind in scores])
     for r in runs:
-        writer.writerow([r["run"], r["paradigm"], r["architecture"], r["classifier"], r["label_fraction"],
-                         r["dataset"], r["n_folds"], r["n_epochs"]]
-                        + [r[kind][m] for m in scalars for kind in ("pooled", "fold_mean", "fold_std")])
+        writer.writerow([r[c] for c in run_columns] + [r[kind][m] for m, kind in scores])
     return buffer.getvalue()

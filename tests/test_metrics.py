@@ -55,7 +55,8 @@ def test_pooled_over_folds_differs_from_mean_of_folds():
 def _fake_metrics(run, paradigm, architecture, classifier, accuracy, macro_f1, kappa, n_folds=10):
     scores = {"accuracy": accuracy, "macro_f1": macro_f1, "kappa": kappa}
     return {"run": run, "exp_name": run, "paradigm": paradigm, "architecture": architecture,
-            "classifier": classifier, "label_fraction": 1.0, "dataset": "Sleep-EDF-2018", "n_folds": n_folds,
+            "classifier": classifier, "label_fraction": 1.0, "dataset": "Sleep-EDF-2018", "num_folds": 10,
+            "n_folds": n_folds,
             "n_epochs": 1000, "pooled": scores, "fold_mean": scores, "fold_std": dict.fromkeys(scores, 0.01)}
 
 

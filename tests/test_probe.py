@@ -17,7 +17,7 @@ from probing.results import load_fold_predictions, results_dir, write_results
 PROBE = {"type": "linear", "epochs": 20, "batch_size": 64, "learning_rate": 5e-2, "weight_decay": 1e-4,
          "patience": 3, "class_weighting": "balanced", "label_fraction": 1.0, "run_after_pretraining": True}
 CONFIG = {"exp_name": "toy", "backbone": {"type": "CNN", "params": {}}, "trainer": {"seed": 0},
-          "data": {"dataset": "demo", "sampling_rate": 100}, "ssl": {"type": "CRL"}, "probe": PROBE}
+          "data": {"dataset": "demo", "sampling_rate": 100, "num_folds": 2}, "ssl": {"type": "CRL"}, "probe": PROBE}
 
 
 def blobs(n: int, dim: int = 16, seed: int = 0, spread: float = 0.5):
@@ -86,7 +86,8 @@ def toy_split(n: int, seed: int, subjects=(0, 1)) -> Split:
 
 
 def toy_fold(seed: int) -> FoldData:
-    return FoldData(train=toy_split(300, seed), val=toy_split(100, seed + 1, (2, 3)), test=toy_split(120, seed + 2, (4, 5)))
+    return FoldData(train=toy_split(300, seed), val=toy_split(100, seed + 1, (2, 3)),
+                    test=toy_split(120, seed + 2, (4, 5)))
 
 
 class AmplitudeEncoder(nn.Module):
@@ -229,7 +230,8 @@ def test_cli_probes_a_checkpoint_and_runs_baselines_on_a_tiny_dataset(tmp_path, 
     main(cli + ["--fold", "all", "--baseline", "bandpower"])
     assert json.loads((tmp_path / "results" / "Baseline_bandpower_demo" / "metrics.json").read_text())["n_folds"] == 2
     main(cli + ["--fold", "1", "--baseline", "random", "--label-fraction", "0.5"])
-    random_init = json.loads((tmp_path / "results" / "test_CRL_CNN_random-init_labels-0.5" / "metrics.json").read_text())
+    random_init = json.loads((tmp_path / "results" / "test_CRL_CNN_random-init_labels-0.5" / "metrics.json")
+                             .read_text())
     assert random_init["paradigm"] == "Random init" and random_init["per_fold"][0]["n_train_labels"] == 60
     with pytest.raises(SystemExit, match="ckpt_fold-01.pth"):  # --fold all needs every fold's checkpoint
         main(cli + ["--fold", "all"])
@@ -246,7 +248,7 @@ def test_cli_summarize_and_argument_errors(tmp_path, monkeypatch, capsys):
     probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")
     write_results(config)
     main(["--summarize"])
-    assert "| CRL | CNN | linear probe | 100% | 1 |" in capsys.readouterr().out
+    assert "| CRL | CNN | linear probe | 100% | 1 of 2 |" in capsys.readouterr().out
     assert (tmp_path / "results" / "summary.csv").is_file()
     with pytest.raises(SystemExit):
         main(["--encoder_ckpt", "x.pth"])  # no --config
