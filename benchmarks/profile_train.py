@@ -33,7 +33,7 @@ def main() -> None:
 
     from models.main_model import build_model
     from training.config import load_config
-    from training.engine import build_objective, make_optimizer, standardised_batch, train_step
+    from training.engine import GraphedStep, build_objective, make_optimizer, standardised_batch, train_step
     from utils import select_device
 
     config = load_config(args.config, args.overrides)
@@ -45,16 +45,20 @@ def main() -> None:
     model = build_model(config).to(device)
     objective = build_objective(config, model)
     step_fn = torch.compile(objective) if t["compile"] else objective
-    optimizer = make_optimizer(config, model)
+    use_graphs = t["cuda_graphs"] and device.type == "cuda" and not t["compile"]
+    optimizer = make_optimizer(config, model, capturable=use_graphs)
     x = torch.randn(20_000, 3000, device=device) * 30
     y = torch.randint(0, 5, (20_000,), device=device)
     norm = {"mean": 0.0, "std": 30.0}
     use_amp = t["amp"] and device.type == "cuda"
+    first = torch.arange(t["batch_size"], device=device)
+    step = (GraphedStep(step_fn, optimizer, model, standardised_batch(x, first, norm), y[first], use_amp, t["grad_clip"])
+            if use_graphs else lambda xb, yb: train_step(step_fn, optimizer, xb, yb, use_amp, t["grad_clip"]))
 
     def run(steps: int) -> None:
         for _ in range(steps):
             idx = torch.randint(0, len(x), (t["batch_size"],), device=device)
-            train_step(step_fn, optimizer, standardised_batch(x, idx, norm), y[idx], use_amp, t["grad_clip"])
+            step(standardised_batch(x, idx, norm), y[idx])
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -69,7 +73,7 @@ def main() -> None:
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(averages.table(sort_by=sort, row_limit=args.rows))
     per_step_ms = 1e3 * wall / args.steps
-    print(f"{config['exp_name']}: batch {t['batch_size']}, {per_step_ms:.2f} ms/step, "
+    print(f"{config['exp_name']}: batch {t['batch_size']}, cuda_graphs={use_graphs}, {per_step_ms:.2f} ms/step, "
           f"{t['batch_size'] * args.steps / wall:.0f} samples/s (unprofiled)")
     if device.type == "cuda":
         kernel_ms = sum(e.self_device_time_total for e in averages) / 1e3 / args.steps

@@ -207,3 +207,27 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(workdir)
             expected, got = torch.cat([expected[:third], expected[2 * third:]]), torch.cat([got[:third], got[2 * third:]])
         if expected.is_floating_point():
             assert (got - expected).norm() <= 1e-4 * expected.norm() + 1e-7, key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_steps_equal_eager_steps():
+    """A replayed graph trains exactly like eager steps (supervised CNN: no randomness, dropout off)."""
+    from models.main_model import build_model
+    from training.engine import GraphedStep, build_objective, make_optimizer, train_step
+
+    config = load_config(REPO / "configs" / "demo" / "DEMO_MP_CNN.json", ["ssl.type=Supervised", "backbone.params.dropout=0.0"])
+    torch.backends.cudnn.deterministic = True
+    batches = [(torch.randn(32, 1, 3000, device="cuda"), torch.randint(0, 5, (32,), device="cuda")) for _ in range(5)]
+    weights = []
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        model = build_model(config).cuda()
+        objective = build_objective(config, model)
+        optimizer = make_optimizer(config, model, capturable=graphs)
+        step = GraphedStep(objective, optimizer, model, *batches[0], False, 1.0) if graphs else \
+            (lambda x, y: train_step(objective, optimizer, x, y, False, 1.0))
+        for x, y in batches:
+            step(x, y)
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)

@@ -48,6 +48,7 @@ SCHEMA = {
         "grad_clip": Field(float, 1.0, min=0, nullable=True),
         "amp": Field(bool, True, doc="bf16 autocast on CUDA (ignored on CPU)"),
         "compile": Field(bool, False, doc="torch.compile the model"),
+        "cuda_graphs": Field(bool, True, doc="replay each training step as one CUDA graph (single GPU)"),
         "seed": Field(int, 42),
     },
     "data": {
