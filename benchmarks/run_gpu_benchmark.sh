@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU benchmark (issue 7), one stage per device call; every output goes under $OUT.
 #
-#   bash benchmarks/run_gpu_benchmark.sh throughput   # models, augmentations, 9 configs' samples/s, profiles
-#   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS pretraining epochs + probe) on fold 1,
+#   bash benchmarks/run_gpu_benchmark.sh models       # bench_models.py and bench_augment.py on the GPU
+#   bash benchmarks/run_gpu_benchmark.sh throughput   # 9 configs' samples/s, eager and torch.compile; compiled profile
+#   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS x STEPS mini-batches + probe) on fold 1,
 #                                                     # baselines, latent evaluation, summary tables
+#   ONLY="CRL MP" BASELINES= bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
 #
 # Data: the surrogate of all 153 Sleep-EDF nights (real hypnograms and band powers, synthetic signals), made
 # on the machine from .carry/sleep-edf (make_surrogate.py + bandpower/, copied from ../shared, never committed).
@@ -26,30 +28,49 @@ if [ ! -f "$DATA/SHA256SUMS.txt" ]; then
 fi
 CONFIGS=$(ls configs/DLPROJ_pretrain_*.json)
 case "$stage" in
-throughput)
+models)
   python3 benchmarks/bench_models.py --device cuda --batch-sizes 128 512 --dtype float32 bf16 --steps 30 2>&1 | tee "$OUT/bench_models.txt" | tail -30
   python3 benchmarks/bench_augment.py --device cuda 2>&1 | tee "$OUT/bench_augment.txt" | tail -15
-  python3 benchmarks/bench_train.py --data-root "$DATA" --steps 300 --gpu 0 --json "$OUT/bench_train.json" 2>&1 \
-    | grep -v "it/s" | tee "$OUT/bench_train.txt" | tail -14
-  for cfg in configs/DLPROJ_pretrain_Hybrid_*.json configs/DLPROJ_pretrain_CRL_Transformer_Sleep-EDF-2018.json; do
-    python3 benchmarks/profile_train.py --config "$cfg" --gpu 0 --steps 40 --rows 15 2>&1 | tail -22
-  done | tee "$OUT/profile.txt" | grep -E "ms/step|GPU kernel"
+  ;;
+throughput)
+  python3 -m pytest -q -k cuda tests/test_engine.py tests/test_augmentations.py 2>&1 | tail -3 | tee "$OUT/pytest_cuda.txt"
+  for mode in ${MODES:-graphs eager}; do
+    extra=""; [ $mode = eager ] && extra="--set trainer.cuda_graphs=false"; [ $mode = compile ] && extra="--set trainer.compile=true"
+    timeout 270 python3 benchmarks/bench_train.py --data-root "$DATA" --steps ${STEPS:-200} --gpu 0 $extra \
+      --json "$OUT/bench_train_$mode.json" 2>&1 | grep -v "it/s" | tee "$OUT/bench_train_$mode.txt" | tail -12
+  done
+  timeout 120 python3 benchmarks/profile_train.py --config configs/DLPROJ_pretrain_Hybrid_CNN_Attention_Sleep-EDF-2018.json \
+    --gpu 0 --steps 40 --rows 15 2>&1 | tail -22 | tee "$OUT/profile_graphs.txt" | grep -E "ms/step|GPU kernel"
   ;;
 quality)
-  mkdir -p /tmp/q && cd /tmp/q && ln -sfn "$OLDPWD" repo
-  R=repo; SET="--set data.root_dir=$DATA --set trainer.max_epochs=$EPOCHS --set trainer.early_stopping_patience=100 --set trainer.val_period=0"
-  for cfg in $CONFIGS; do
-    name=$(basename "$cfg" .json); script=train_$(echo "$name" | cut -d_ -f3 | tr A-Z a-z).py
-    /usr/bin/time -f "$name wall %e s" python3 $R/$script --config $R/$cfg --gpu 0 --fold 1 $SET 2>&1 | grep -E "val loss|wall|Error|error" | tail -3
+  # Equal budget for every config: EPOCHS x STEPS mini-batches of 128 on fold 1, then the probe (linear);
+  # latent evaluation of each run on the CPUs while the GPU trains the next. ONLY="CRL MP" runs a subset.
+  STEPS=${STEPS:-250}; work=/tmp/q; mkdir -p $work; repo=$(pwd); cd $work
+  SET="--set data.root_dir=$DATA --set trainer.max_epochs=$EPOCHS --set trainer.max_steps_per_epoch=$STEPS
+       --set trainer.early_stopping_patience=100 --set trainer.val_period=0"
+  for paradigm in ${ONLY:-CRL MP Hybrid}; do
+    for cfg in $repo/configs/DLPROJ_pretrain_${paradigm}_*.json; do
+      name=$(basename "$cfg" .json); script=$repo/train_$(echo $paradigm | tr A-Z a-z).py
+      start=$(date +%s)
+      python3 $script --config $cfg --gpu 0 --fold 1 $SET > "$OUT/log_$name.txt" 2>&1 || echo "FAILED $name"
+      echo "$name: pretrain+probe $(( $(date +%s) - start )) s"
+      (python3 $repo/latent_space_evaluator.py --config $cfg --fold 1 > "$OUT/latent_$name.txt" 2>&1 &)
+    done
   done
-  python3 $R/classifier_training.py --config $R/configs/DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json --baseline bandpower --fold 1 $SET 2>&1 | tail -3
-  python3 $R/classifier_training.py --config $R/configs/DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json --baseline random --fold 1 --gpu 0 $SET 2>&1 | tail -3
-  python3 $R/classifier_training.py --config $R/configs/DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json --baseline supervised --fold 1 --gpu 0 $SET 2>&1 | tail -3
-  for cfg in $CONFIGS; do python3 $R/latent_space_evaluator.py --config $R/$cfg --fold 1 2>&1 | tail -1 & done; wait
-  python3 $R/latent_space_evaluator.py --summarize 2>&1 | tail -15
-  python3 $R/classifier_training.py --summarize 2>&1 | tail -20
-  cp results/summary.md results/summary.csv "$OUT/" 2>/dev/null; cp results/latent_summary.* "$OUT/" 2>/dev/null
-  cat checkpoints/*/train_fold-01.json > "$OUT/train_summaries.json"
-  tar czf "$OUT/results.tgz" --exclude='*.npz' results logs
+  if [ -n "${BASELINES:-1}" ]; then
+    base=$repo/configs/DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json
+    for b in bandpower random supervised; do
+      start=$(date +%s)
+      python3 $repo/classifier_training.py --config $base --baseline $b --fold 1 --gpu 0 $SET > "$OUT/log_baseline_$b.txt" 2>&1 \
+        || echo "FAILED baseline $b"
+      echo "baseline $b: $(( $(date +%s) - start )) s"
+    done
+  fi
+  while pgrep -f latent_space_evaluator.py > /dev/null; do sleep 2; done
+  python3 $repo/latent_space_evaluator.py --summarize > /dev/null 2>&1
+  python3 $repo/classifier_training.py --summarize > /dev/null 2>&1
+  cat results/summary.md 2>/dev/null
+  grep -h . checkpoints/*/train_fold-01.json > "$OUT/train_summaries.txt"
+  tar czf "$OUT/results_${ONLY// /_}.tgz" results "$OUT"/log_* "$OUT"/latent_* 2>/dev/null && rm -f "$OUT"/log_* "$OUT"/latent_*
   ;;
 esac
