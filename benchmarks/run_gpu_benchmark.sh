@@ -5,7 +5,7 @@
 #   bash benchmarks/run_gpu_benchmark.sh throughput   # 9 configs' samples/s, eager and torch.compile; compiled profile
 #   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS x STEPS mini-batches + probe) on fold 1,
 #                                                     # baselines, latent evaluation, summary tables
-#   ONLY="CRL MP" BASELINES= bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
+#   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
 #
 # Data: the surrogate of all 153 Sleep-EDF nights (real hypnograms and band powers, synthetic signals), made
 # on the machine from .carry/sleep-edf (make_surrogate.py + bandpower/, copied from ../shared, never committed).
@@ -44,33 +44,37 @@ throughput)
   ;;
 quality)
   # Equal budget for every config: EPOCHS x STEPS mini-batches of 128 on fold 1, then the probe (linear);
-  # latent evaluation of each run on the CPUs while the GPU trains the next. ONLY="CRL MP" runs a subset.
-  STEPS=${STEPS:-250}; work=/tmp/q; mkdir -p $work; repo=$(pwd); cd $work
+  # latent evaluation of each run on the CPUs while the GPU trains the next. ONLY="CRL MP" runs a subset,
+  # BASELINES=0 skips the baselines. Results are packed after every run, so a cut-off call still returns them.
+  STEPS=${STEPS:-250}; work=/tmp/q; mkdir -p $work/logs; repo=$(pwd); cd $work
   SET="--set data.root_dir=$DATA --set trainer.max_epochs=$EPOCHS --set trainer.max_steps_per_epoch=$STEPS
        --set trainer.early_stopping_patience=100 --set trainer.val_period=0"
+  pack() { tar czf "$OUT/results.tgz" results logs checkpoints/*/train_fold-01.json 2>/dev/null; }
   for paradigm in ${ONLY:-CRL MP Hybrid}; do
     for cfg in $repo/configs/DLPROJ_pretrain_${paradigm}_*.json; do
       name=$(basename "$cfg" .json); script=$repo/train_$(echo $paradigm | tr A-Z a-z).py
+      [ -f "results/$name/metrics.json" ] && continue
       start=$(date +%s)
-      python3 $script --config $cfg --gpu 0 --fold 1 $SET > "$OUT/log_$name.txt" 2>&1 || echo "FAILED $name"
-      echo "$name: pretrain+probe $(( $(date +%s) - start )) s"
-      (python3 $repo/latent_space_evaluator.py --config $cfg --fold 1 > "$OUT/latent_$name.txt" 2>&1 &)
+      python3 $script --config $cfg --gpu 0 --fold 1 $SET > "logs/$name.txt" 2>&1 || echo "FAILED $name"
+      echo "$name: pretrain + probe $(( $(date +%s) - start )) s" | tee -a "$OUT/quality.txt"
+      (python3 $repo/latent_space_evaluator.py --config $cfg --fold 1 > "logs/latent_$name.txt" 2>&1 &)
+      pack
     done
   done
-  if [ -n "${BASELINES:-1}" ]; then
+  if [ "${BASELINES:-1}" = 1 ]; then
     base=$repo/configs/DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json
     for b in bandpower random supervised; do
       start=$(date +%s)
-      python3 $repo/classifier_training.py --config $base --baseline $b --fold 1 --gpu 0 $SET > "$OUT/log_baseline_$b.txt" 2>&1 \
+      python3 $repo/classifier_training.py --config $base --baseline $b --fold 1 --gpu 0 $SET > "logs/baseline_$b.txt" 2>&1 \
         || echo "FAILED baseline $b"
-      echo "baseline $b: $(( $(date +%s) - start )) s"
+      echo "baseline $b: $(( $(date +%s) - start )) s" | tee -a "$OUT/quality.txt"
+      pack
     done
   fi
   while pgrep -f latent_space_evaluator.py > /dev/null; do sleep 2; done
   python3 $repo/latent_space_evaluator.py --summarize > /dev/null 2>&1
   python3 $repo/classifier_training.py --summarize > /dev/null 2>&1
   cat results/summary.md 2>/dev/null
-  grep -h . checkpoints/*/train_fold-01.json > "$OUT/train_summaries.txt"
-  tar czf "$OUT/results_${ONLY// /_}.tgz" results "$OUT"/log_* "$OUT"/latent_* 2>/dev/null && rm -f "$OUT"/log_* "$OUT"/latent_*
+  pack
   ;;
 esac
