@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from probing.probe import label_subset, probe_encoder, run_probe
 from probing.results import RESULTS_ROOT, results_dir, run_meta, save_fold_predictions, write_results
+from training.checkpoint import input_norm_of
 from utils import seed_everything
 
 BANDS = {"delta": (0.5, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 12.0), "sigma": (12.0, 16.0), "beta": (16.0, 30.0)}
@@ -35,11 +36,6 @@ def random_init_config(config: dict) -> dict:
     return config
 
 
-def training_input_norm(x_train: np.ndarray) -> dict:
-    """{"mean", "std"} over every sample of the training split (µV), as a checkpoint stores it."""
-    return {"mean": float(np.mean(x_train, dtype=np.float64)), "std": float(np.std(x_train, dtype=np.float64))}
-
-
 def random_init_fold(config: dict, fold: int, device, data) -> dict:
     """The configured probe on a seeded, randomly initialised frozen encoder of config's backbone."""
     from models.main_model import build_model
@@ -47,7 +43,7 @@ def random_init_fold(config: dict, fold: int, device, data) -> dict:
     seed_everything(config["trainer"]["seed"])
     encoder = build_model(config).to(device).eval()
     baseline = random_init_config(config)
-    return probe_encoder(encoder, training_input_norm(data.train.x), data, baseline, fold, device,
+    return probe_encoder(encoder, input_norm_of(data.train.x), data, baseline, fold, device,
                          paradigm="Random init", out_dir=results_dir(baseline))
 
 

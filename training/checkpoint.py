@@ -31,6 +31,11 @@ def embeddings_path(config: dict, fold: int) -> Path:
     return checkpoint_dir(config) / f"embeddings_{fold_name(fold)}.pt"
 
 
+def input_norm_of(x_train: np.ndarray) -> dict:
+    """{"mean", "std"} over every sample of the training split (µV), as a checkpoint stores it."""
+    return {"mean": float(np.mean(x_train, dtype=np.float64)), "std": float(np.std(x_train, dtype=np.float64))}
+
+
 def load_checkpoint(path: str | Path, config: dict | None = None, device="cpu"):
     """Rebuild the model of a checkpoint. Returns (model in eval mode, checkpoint dict).
 
@@ -50,7 +55,11 @@ def load_checkpoint(path: str | Path, config: dict | None = None, device="cpu"):
             f"{config['backbone']}: pass the config the checkpoint was trained with"
         )
     model = build_model(trained)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not match the current model code for its config (trained with an older "
+                         f"version of models/?); retrain it. Details: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), ckpt
 
 

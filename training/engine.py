@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from dset.loader import load_fold
 from models.main_model import build_model
-from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path, encode_array
+from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path, encode_array, input_norm_of
 from training.paradigms import PARADIGMS
 from utils import atomic_torch_save, atomic_write_bytes, fold_name
 
@@ -166,7 +166,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
 
     # ------------------------------------------------------------------ data (device-resident)
     data = load_fold(config["data"], fold)
-    input_norm = {"mean": float(data.train.x.mean(dtype=np.float64)), "std": float(data.train.x.std(dtype=np.float64))}
+    input_norm = input_norm_of(data.train.x)
     x_train, y_train = torch.from_numpy(data.train.x).to(device), torch.from_numpy(data.train.y).to(device)
     x_val, y_val = torch.from_numpy(data.val.x).to(device), torch.from_numpy(data.val.y).to(device)
     global_batch = t["batch_size"]
