@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
 
 from dset.physionet import (DownloadError, Downloader, RemoteFile, download_sleep_edf, parse_manifest,
@@ -251,3 +252,23 @@ def test_bad_base_url_and_absent_subjects(server, tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--base-url", server.url,
                              "--subjects", "1-3"], capture_output=True, text=True)
     assert result.returncode == 2 and "subject(s) 2-3 are not on the server (it has 0-1)" in result.stderr
+
+
+# ----------------------------------------------------------------------------- download -> prepare, as a user runs it
+def test_download_then_prepare_gives_nights_whose_labels_match_the_hypnograms(server, tmp_path):
+    """The two user commands end to end: NPZ label counts equal those computed from the downloaded hypnograms."""
+    from test_prepare import expected_labels, n_epochs_of
+
+    edf, npz = tmp_path / "edf", tmp_path / "npz"
+    download = [sys.executable, str(SCRIPT), "--out", str(edf),
+                "--base-url", server.url, "--subjects", "0", "--workers", "2"]
+    prepare = [sys.executable, str(REPO_ROOT / "dset/Sleep-EDF-2018/prepare_sleep-edf-2018.py"), "--data-dir", str(edf),
+               "--out-dir", str(npz), "--workers", "1"]
+    for command in (download, prepare):
+        subprocess.run(command, check=True, capture_output=True)
+    for psg in sorted((edf / "sleep-cassette").glob("*-PSG.edf")):
+        hypnogram = next((edf / "sleep-cassette").glob(f"{psg.name[:7]}*-Hypnogram.edf"))
+        y = np.load(npz / f"{psg.name[:8]}.npz")["y"]
+        expected = expected_labels(hypnogram, n_epochs_of(psg))
+        assert np.array_equal(np.bincount(y, minlength=5), np.bincount(expected, minlength=5)), psg.name
+    assert len(list(npz.glob("*.npz"))) == 2
