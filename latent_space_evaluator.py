@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from latent_space_evaluation.evaluate import EmbeddingsError, evaluate_run, find_embeddings, load_embeddings, summarize
-from utils import REPO_ROOT, ConfigError
+from utils import ConfigError
 
 CHECKPOINTS_DIR = Path("checkpoints")
 RESULTS_DIR = Path("results")
@@ -56,9 +56,9 @@ def run_to_evaluate(args: argparse.Namespace) -> tuple[str, list[Path]]:
         exp_name = config["exp_name"]
         if args.embeddings:
             return exp_name, [Path(args.embeddings)]
-        script = f"train_{config['ssl']['type'].lower()}.py"
-        if not (REPO_ROOT / script).is_file():
-            script = "train_<paradigm>.py"
+        from training.paradigms import SCRIPTS
+
+        script = SCRIPTS.get(config["ssl"]["type"], "classifier_training.py --baseline supervised")
         command = f"python {script} --config {args.config}"
         return exp_name, find_embeddings(exp_name, args.fold, CHECKPOINTS_DIR, create_hint=command)
     return load_embeddings(args.embeddings).exp_name, [Path(args.embeddings)]

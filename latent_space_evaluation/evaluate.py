@@ -22,6 +22,7 @@ import numpy as np
 from latent_space_evaluation.metrics import BETTER, Metric, latent_metrics, map_metrics
 from latent_space_evaluation.plotter import plot_comparison, plot_maps
 from latent_space_evaluation.reducers import REDUCERS, stratified_subsample
+from training.checkpoint import embeddings_file_name
 from utils import STAGES, atomic_write_bytes, fold_name
 
 MIN_POINTS = 30  # below this, k-means, t-SNE and trustworthiness (k = 10) are meaningless
@@ -62,7 +63,7 @@ class FoldEvaluation:
 
 # ----------------------------------------------------------------------------- finding and loading
 def embeddings_path(exp_name: str, fold: int, checkpoints_dir: str | Path = "checkpoints") -> Path:
-    return Path(checkpoints_dir) / exp_name / f"embeddings_{fold_name(fold)}.pt"
+    return Path(checkpoints_dir) / exp_name / embeddings_file_name(fold)
 
 
 def find_embeddings(exp_name: str, fold: int | None = None, checkpoints_dir: str | Path = "checkpoints",

@@ -180,8 +180,10 @@ def score_supervised(model: nn.Module, input_norm: dict, data, config: dict, fol
     return save_fold_predictions(results_dir(config), fold, data.test, y_pred, meta)
 
 
-def run_probe(config: dict, fold: int, ckpt_path, device) -> dict:
+def run_probe(config: dict, fold: int, ckpt_path, device, data=None) -> dict:
     """Score the best checkpoint of one fold (called by the training engine after each fold).
+
+    `data` is the fold's FoldData when the caller has it in memory already (the engine), else it is loaded.
 
     Refuses a checkpoint of another fold (its pretraining data would contain this fold's test
     subjects) or of another paradigm or backbone than the config's.
@@ -196,7 +198,7 @@ def run_probe(config: dict, fold: int, ckpt_path, device) -> dict:
     if trained != config["ssl"]["type"]:
         raise ValueError(f"{ckpt_path} was trained with ssl.type {trained!r}, but the config says "
                          f"{config['ssl']['type']!r}: pass the config the checkpoint was trained with")
-    data = load_fold(config["data"], fold)
+    data = data if data is not None else load_fold(config["data"], fold)
     if trained == "Supervised":
         return score_supervised(model, ckpt["input_norm"], data, config, fold, device)
     return probe_encoder(model, ckpt["input_norm"], data, config, fold, device, paradigm=trained)

@@ -27,8 +27,13 @@ def best_checkpoint_path(config: dict, fold: int) -> Path:
     return checkpoint_dir(config) / f"ckpt_{fold_name(fold)}.pth"
 
 
+def embeddings_file_name(fold: int) -> str:
+    """Test-set embeddings of a fold: checkpoints/<exp>/embeddings_fold-0K.pt."""
+    return f"embeddings_{fold_name(fold)}.pt"
+
+
 def embeddings_path(config: dict, fold: int) -> Path:
-    return checkpoint_dir(config) / f"embeddings_{fold_name(fold)}.pt"
+    return checkpoint_dir(config) / embeddings_file_name(fold)
 
 
 def input_norm_of(x_train: np.ndarray) -> dict:

@@ -314,7 +314,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
         dist.barrier()
     if main:
         summary = {"exp_name": config["exp_name"], "fold": fold, "device": str(device), "world_size": world,
-                   "global_batch": global_batch, "steps": state["global_step"], "epochs_run": state["epoch"] + 1,
+                   "global_batch": global_batch, "steps": state["global_step"], "epochs_completed": state["epoch"],
                    "stopped_early": stopped_early, "best_val_loss": state["best_val"],
                    "train_samples_per_s": samples_seen / train_seconds if train_seconds else None,
                    "wall_seconds": time.perf_counter() - wall_start,
@@ -325,7 +325,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
         if run_probe and config["probe"]["run_after_pretraining"] and config["ssl"]["type"] != "Supervised":
             from probing.probe import run_probe
 
-            run_probe(config, fold, best_path, device)
+            run_probe(config, fold, best_path, device, data=data)
     return best_path
 
 
