@@ -1,7 +1,7 @@
 """Where a training step's time goes: PyTorch profiler over the engine's own train_step.
 
     python benchmarks/profile_train.py --config configs/DLPROJ_pretrain_Hybrid_CNN_Sleep-EDF-2018.json --gpu 0 \
-        [--steps 50] [--set trainer.compile=true]
+        [--steps 50] [--set trainer.compile=false]
 
 Runs the same pieces as training/engine.py (device-resident batch indexing, the paradigm's objective, the
 optimiser step) on random µV-scale data, then prints the top operators by device time, the wall time per
@@ -43,17 +43,16 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     t = config["trainer"]
     model = build_model(config).to(device)
-    objective = build_objective(config, model)
-    step_fn = torch.compile(objective) if t["compile"] else objective
-    use_graphs = t["cuda_graphs"] and device.type == "cuda" and not t["compile"]
+    objective = build_objective(config, model, compile=t["compile"] and device.type == "cuda")
+    use_graphs = t["cuda_graphs"] and device.type == "cuda"
     optimizer = make_optimizer(config, model, capturable=use_graphs)
     x = torch.randn(20_000, 3000, device=device) * 30
     y = torch.randint(0, 5, (20_000,), device=device)
     norm = {"mean": 0.0, "std": 30.0}
     use_amp = t["amp"] and device.type == "cuda"
     first = torch.arange(t["batch_size"], device=device)
-    step = (GraphedStep(step_fn, optimizer, model, standardised_batch(x, first, norm), y[first], use_amp, t["grad_clip"])
-            if use_graphs else lambda xb, yb: train_step(step_fn, optimizer, xb, yb, use_amp, t["grad_clip"]))
+    step = (GraphedStep(objective, optimizer, model, standardised_batch(x, first, norm), y[first], use_amp, t["grad_clip"])
+            if use_graphs else lambda xb, yb: train_step(objective, optimizer, xb, yb, use_amp, t["grad_clip"]))
 
     def run(steps: int) -> None:
         for _ in range(steps):

@@ -62,15 +62,25 @@ def mask_input(x: torch.Tensor, ratio: float, masking: str, span: int, generator
     return x * (1.0 - mask).unsqueeze(1).to(x.dtype), mask
 
 
-def drop_tokens(tokens: torch.Tensor, ratio: float, generator=None):
-    """MAE's random_masking: keep a random round((1 - ratio) * L) tokens of each row.
+def choose_tokens(batch: int, length: int, ratio: float, device, generator=None):
+    """MAE's random_masking, as indices: keep a random round((1 - ratio) * length) tokens of each row.
 
-    tokens (B, L, D) -> (kept (B, n_keep, D), mask (B, L) float 1 = dropped, ids_restore (B, L)),
-    where ids_restore puts [kept, dropped] back into the original token order.
+    Returns (ids_keep (B, n_keep), mask (B, L) float 1 = dropped, ids_restore (B, L)), where
+    ids_restore puts [kept, dropped] back into the original token order.
     """
-    batch, length, dim = tokens.shape
     n_keep = round((1.0 - ratio) * length)
-    order = shuffled_order(batch, length, tokens.device, generator)
+    order = shuffled_order(batch, length, device, generator)
     ids_restore = torch.argsort(order, dim=1)
-    kept = torch.gather(tokens, 1, order[:, :n_keep, None].expand(-1, -1, dim))
-    return kept, (ids_restore >= n_keep).float(), ids_restore
+    return order[:, :n_keep], (ids_restore >= n_keep).float(), ids_restore
+
+
+def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """tokens (B, L, *F), ids (B, n) -> tokens[b, ids[b]] (B, n, *F)."""
+    index = ids.reshape(*ids.shape, *([1] * (tokens.dim() - 2))).expand(-1, -1, *tokens.shape[2:])
+    return torch.gather(tokens, 1, index)
+
+
+def drop_tokens(tokens: torch.Tensor, ratio: float, generator=None):
+    """tokens (B, L, D) -> (kept (B, n_keep, D), mask (B, L), ids_restore (B, L)); see choose_tokens."""
+    ids_keep, mask, ids_restore = choose_tokens(tokens.shape[0], tokens.shape[1], ratio, tokens.device, generator)
+    return gather_tokens(tokens, ids_keep), mask, ids_restore

@@ -108,20 +108,20 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeyp
     reference, reference_state = _final_weights(config)
 
     config["exp_name"] = "interrupted"
-    original = PARADIGMS["MP"].__call__
+    original = PARADIGMS["MP"].loss
     calls = {"train": 0}
 
-    def interrupt_after_five(self, x, y):
+    def interrupt_after_five(self, x):
         if self.model.training:
             calls["train"] += 1
             if calls["train"] == 6:  # killed during step 6; the last state was saved after step 4
                 raise KeyboardInterrupt
-        return original(self, x, y)
+        return original(self, x)
 
-    monkeypatch.setattr(PARADIGMS["MP"], "__call__", interrupt_after_five)
+    monkeypatch.setattr(PARADIGMS["MP"], "loss", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
         train_fold(config, 1, "cpu", run_probe=False)
-    monkeypatch.setattr(PARADIGMS["MP"], "__call__", original)
+    monkeypatch.setattr(PARADIGMS["MP"], "loss", original)
     train_fold(config, 1, "cpu", resume=True, run_probe=False)
     resumed, resumed_state = _final_weights(config)
     assert resumed_state["global_step"] == reference_state["global_step"]
@@ -131,18 +131,18 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeyp
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir, monkeypatch):
     config = load_config(make_config(workdir, "MP", max_epochs=3))
-    original = PARADIGMS["MP"].__call__
+    original = PARADIGMS["MP"].loss
     calls = {"train": 0}
 
-    def nan_at_step_five(self, x, y):
-        loss, parts = original(self, x, y)
+    def nan_at_step_five(self, x):
+        loss, parts = original(self, x)
         if self.model.training:
             calls["train"] += 1
             if calls["train"] >= 5:
                 return loss * float("nan"), parts
         return loss, parts
 
-    monkeypatch.setattr(PARADIGMS["MP"], "__call__", nan_at_step_five)
+    monkeypatch.setattr(PARADIGMS["MP"], "loss", nan_at_step_five)
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 5"):
         train_fold(config, 1, "cpu", run_probe=False)
     best = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)
@@ -152,18 +152,62 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir
 def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
     config = load_config(make_config(workdir, "MP", max_epochs=1))
     seen = []
-    original = PARADIGMS["MP"].__call__
+    original = PARADIGMS["MP"].inputs
 
     def record(self, x, y):
         if self.model.training:
             seen.append(x.detach().clone())
         return original(self, x, y)
 
-    monkeypatch.setattr(PARADIGMS["MP"], "__call__", record)
+    monkeypatch.setattr(PARADIGMS["MP"], "inputs", record)
     train_fold(config, 1, "cpu", run_probe=False)
     norm = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)["input_norm"]
     subjects = {round(float(x.mean() * norm["std"] + norm["mean"]) / 100) for batch in seen for x in batch}
     assert subjects <= {0, 1, 2, 3, 4}
+
+
+def test_crl_encodes_both_views_as_one_batch(workdir):
+    from models.main_model import build_model
+    from training.engine import build_objective
+
+    config = load_config(make_config(workdir, "CRL"))
+    model = build_model(config)
+    objective = build_objective(config, model)
+    encoded, encode = [], model.encode
+    model.encode = lambda x: (encoded.append(x.shape[0]), encode(x))[1]
+    loss, parts = objective(torch.randn(8, 1, 3000), torch.zeros(8, dtype=torch.long))
+    assert encoded == [16] and set(parts) == {"crl"} and torch.isfinite(loss)
+
+
+def test_compiled_loss_runs_training_steps_and_validation_stays_eager(workdir, monkeypatch):
+    from models.main_model import build_model
+    from training.engine import build_objective
+
+    calls = []
+
+    def fake_compile(fn, **kwargs):
+        def compiled(*args):
+            calls.append(kwargs)
+            return fn(*args)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    config = load_config(make_config(workdir, "Hybrid"))
+    model = build_model(config)
+    objective = build_objective(config, model, compile=True)
+    x, y = torch.randn(4, 1, 3000), torch.zeros(4, dtype=torch.long)
+    objective(x, y)
+    assert calls == [{"dynamic": False}]  # fixed shapes: one compilation
+    model.eval()
+    objective(x, y)
+    assert len(calls) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.compile must not run on CPU")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    assert config["trainer"]["compile"] is True
+    train_fold(config, 1, "cpu", run_probe=False)  # trainer.compile is ignored on CPU
 
 
 # ---------------------------------------------------------------------------- DDP (gloo, CPU)
@@ -231,3 +275,27 @@ def test_cuda_graph_steps_equal_eager_steps():
         weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile + CUDA graphs need a GPU")
+def test_compiled_graphed_steps_follow_eager_steps():
+    """trainer.compile + cuda_graphs (the GPU default) trains like plain eager steps, up to the
+    rounding of fused kernels (supervised CNN: no randomness, dropout off)."""
+    from models.main_model import build_model
+    from training.engine import GraphedStep, build_objective, make_optimizer, train_step
+
+    config = load_config(REPO / "configs" / "demo" / "DEMO_MP_CNN.json", ["ssl.type=Supervised", "backbone.params.dropout=0.0"])
+    batches = [(torch.randn(32, 1, 3000, device="cuda"), torch.randint(0, 5, (32,), device="cuda")) for _ in range(5)]
+    losses, weights = [], []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        model = build_model(config).cuda()
+        objective = build_objective(config, model, compile=fast)
+        optimizer = make_optimizer(config, model, capturable=fast)
+        step = GraphedStep(objective, optimizer, model, *batches[0], False, 1.0) if fast else \
+            (lambda x, y: train_step(objective, optimizer, x, y, False, 1.0))
+        losses.append(torch.stack([step(x, y)[0].clone() for x, y in batches]))
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-3, atol=1e-4)
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-2, atol=2e-3, msg=key)

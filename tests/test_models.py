@@ -138,6 +138,23 @@ def test_token_masking_encoder_sees_only_kept_tokens(ratio):
     assert out["recon"].shape == (2, 1, 3000) and out["latent"].shape == (2, 128)
 
 
+def test_only_visible_frames_are_embedded_and_match_embedding_all_then_dropping():
+    """MAE drops masked tokens after the embedding; embedding only the visible frames gives the same
+    tokens (BatchNorm in eval mode, so statistics do not depend on which frames are in the batch)."""
+    model = model_of("Transformer", "MP", LIGHT).eval()
+    vit, x = model.backbone, epochs(3)
+    backbone_frames = []
+    vit.signal_backbone.register_forward_hook(lambda module, args, out: backbone_frames.append(args[0].shape[1]))
+    encoded, mask, _ = vit.forward_encoder(x, 0.5, torch.Generator().manual_seed(3))
+    assert backbone_frames == [10]  # round((1 - 0.5) * 21) = 10 of the 21 frames embedded
+
+    tokens = vit.patch_embed(vit.signal_backbone(vit.frames(x))) + vit.positions[:, 1:]
+    kept, reference_mask, _ = drop_tokens(tokens, 0.5, torch.Generator().manual_seed(3))
+    cls = (vit.cls_token + vit.positions[:, :1]).expand(3, -1, -1)
+    torch.testing.assert_close(encoded, vit.encoder(torch.cat([cls, kept], dim=1)))
+    assert torch.equal(mask, reference_mask)
+
+
 def test_drop_tokens_keeps_visible_tokens_and_restores_order():
     tokens = torch.arange(2 * 10 * 3, dtype=torch.float32).reshape(2, 10, 3)
     kept, mask, ids_restore = drop_tokens(tokens, 0.6, torch.Generator().manual_seed(0))

@@ -3,8 +3,10 @@
 train_fold(config, fold, device):
     data      the fold's train/val/test arrays live in device memory; a mini-batch is an index
               into them (no DataLoader, no per-sample Python)
-    model     models.build_model(config), wrapped with its paradigm's loss in one nn.Module so that
-              DistributedDataParallel (torchrun) and torch.compile see a single forward
+    model     models.build_model(config), wrapped with its paradigm in one nn.Module (Objective) so
+              that DistributedDataParallel (torchrun) sees a single forward; on CUDA the paradigm's
+              loss (encoder, heads, loss) is torch.compiled (trainer.compile) and the whole step,
+              optimiser included, is replayed as one CUDA graph (trainer.cuda_graphs, single GPU)
     loop      AdamW/Adam, bf16 autocast on CUDA, validation every `val_period` mini-batches,
               early stopping on the validation loss, TensorBoard, tqdm
     files     checkpoints/<exp>/ckpt_fold-0K.pth (best), last_fold-0K.pth (resume state),
@@ -68,19 +70,28 @@ def init_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
 
 
 class Objective(nn.Module):
-    """Model + paradigm: forward(x, y) -> (loss, parts). One module for DDP and torch.compile."""
+    """Model + paradigm: forward(x, y) -> (loss, parts). One module for DDP.
 
-    def __init__(self, model: nn.Module, paradigm):
+    With `compile`, training steps run the paradigm's loss through torch.compile (fixed shapes, so it
+    compiles once); the inputs (augmentations) stay eager, and so does validation (eval mode, other
+    batch sizes), which would otherwise trigger recompilation.
+    """
+
+    def __init__(self, model: nn.Module, paradigm, compile: bool = False):
         super().__init__()
         self.model = model
         self.paradigm = paradigm
+        self.compiled_loss = torch.compile(paradigm.loss, dynamic=False) if compile else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor):
-        return self.paradigm(x, y)
+        inputs = self.paradigm.inputs(x, y)
+        if self.compiled_loss is not None and self.model.training:
+            return self.compiled_loss(*inputs)
+        return self.paradigm.loss(*inputs)
 
 
-def build_objective(config: dict, model: nn.Module) -> Objective:
-    return Objective(model, PARADIGMS[config["ssl"]["type"]](config, model))
+def build_objective(config: dict, model: nn.Module, compile: bool = False) -> Objective:
+    return Objective(model, PARADIGMS[config["ssl"]["type"]](config, model), compile=compile)
 
 
 def make_optimizer(config: dict, model: nn.Module, capturable: bool = False) -> torch.optim.Optimizer:
@@ -186,8 +197,8 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(t["seed"])
     model = build_model(config).to(device)
-    objective = build_objective(config, model)
-    use_graphs = t["cuda_graphs"] and device.type == "cuda" and world == 1 and not t["compile"]
+    objective = build_objective(config, model, compile=t["compile"] and device.type == "cuda")
+    use_graphs = t["cuda_graphs"] and device.type == "cuda" and world == 1
     optimizer = make_optimizer(config, model, capturable=use_graphs)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": math.inf, "stale": 0}
     if resume and last_path.is_file():
@@ -203,8 +214,6 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
     step_fn = objective
     if world > 1:
         step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
-    if t["compile"]:
-        step_fn = torch.compile(step_fn)
 
     writer = None
     if main:

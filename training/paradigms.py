@@ -1,10 +1,13 @@
 """The paradigms: what each feeds the encoder and which loss it computes. The loop is shared.
 
-Each paradigm is called as `loss, parts = paradigm(x, y)` with a standardised batch x (B, 1, T)
-and its labels y (B,) (used by the supervised baseline only). `parts` holds every loss term
-(detached) for logging.
+A paradigm has two parts, called by the engine as `loss, parts = paradigm.loss(*paradigm.inputs(x, y))`
+on a standardised batch x (B, 1, T) and its labels y (B,):
 
-    CRL         two augmented views -> encoder -> projection head -> NT-Xent(temperature)
+    inputs(x, y)   what the encoder is fed: augmented views for CRL (random, batched on the device)
+    loss(*inputs)  encoder -> heads -> loss; pure tensor code, the part the engine may torch.compile.
+                   `parts` holds every loss term (detached) for logging.
+
+    CRL         two augmented views -> encoder (one batch of 2B) -> projection head -> NT-Xent(temperature)
     MP          masked input (samples, spans or tokens) -> encoder -> decoder -> loss on masked units
     Hybrid      MP loss + alpha_crl * CRL loss on the same batch
     Supervised  encoder -> linear classifier -> cross-entropy (the upper-reference baseline)
@@ -26,14 +29,19 @@ class Contrastive:
         self.temperature = params["temperature"]
         self.gather = gather_with_grad if params["gather_negatives"] else None
 
-    def crl_loss(self, x: torch.Tensor) -> torch.Tensor:
-        view1, view2 = self.augment(x), self.augment(x)
-        z1 = self.model.project(self.model.encode(view1))
-        z2 = self.model.project(self.model.encode(view2))
+    def views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.augment(x), self.augment(x)
+
+    def crl_loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        """Both views go through the encoder as one batch (SimCLR: BatchNorm sees all 2B views)."""
+        z1, z2 = self.model.project(self.model.encode(torch.cat([view1, view2]))).chunk(2)
         return nt_xent(z1, z2, self.temperature, gather=self.gather)
 
-    def __call__(self, x, y):
-        loss = self.crl_loss(x)
+    def inputs(self, x, y):
+        return self.views(x)
+
+    def loss(self, view1, view2):
+        loss = self.crl_loss(view1, view2)
         return loss, {"crl": loss.detach()}
 
 
@@ -48,7 +56,10 @@ class MaskedPrediction:
         out = self.model.forward_mp(x, self.mask_ratio, self.masking, self.mask_span)
         return masked_reconstruction_loss(out["pred"], out["target"], out["mask"], kind=self.kind)
 
-    def __call__(self, x, y):
+    def inputs(self, x, y):
+        return (x,)
+
+    def loss(self, x):
         loss = self.mp_loss(x)
         return loss, {"mp": loss.detach()}
 
@@ -59,8 +70,11 @@ class Hybrid:
         self.masked = MaskedPrediction(config, model)
         self.alpha = config["ssl"]["params"]["alpha_crl"]
 
-    def __call__(self, x, y):
-        mp, crl = self.masked.mp_loss(x), self.contrastive.crl_loss(x)
+    def inputs(self, x, y):
+        return (x, *self.contrastive.views(x))
+
+    def loss(self, x, view1, view2):
+        mp, crl = self.masked.mp_loss(x), self.contrastive.crl_loss(view1, view2)
         loss = mp + self.alpha * crl
         return loss, {"mp": mp.detach(), "crl": crl.detach()}
 
@@ -69,7 +83,10 @@ class Supervised:
     def __init__(self, config: dict, model):
         self.model = model
 
-    def __call__(self, x, y):
+    def inputs(self, x, y):
+        return x, y
+
+    def loss(self, x, y):
         loss = F.cross_entropy(self.model.classify(self.model.encode(x)).float(), y)
         return loss, {"ce": loss.detach()}
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.masking import drop_tokens
+from models.masking import choose_tokens, gather_tokens
 from models.transformer.signal_backbone import SignalBackbone
 from utils import Field
 
@@ -74,7 +74,7 @@ class MAEDecoder(nn.Module):
 
     def forward(self, encoded, latent, ids_restore=None):
         tokens = self.embed(encoded[:, 1:])
-        if ids_restore is not None:  # append mask tokens, then undo the shuffle of drop_tokens
+        if ids_restore is not None:  # append mask tokens, then undo the shuffle of choose_tokens
             batch, length = ids_restore.shape
             masked = self.mask_token.to(tokens.dtype).expand(batch, length - tokens.shape[1], -1)
             tokens = torch.cat([tokens, masked], dim=1)
@@ -183,15 +183,19 @@ class AutoEncoderViT(nn.Module):
     def forward_encoder(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None):
         """x (B, C, T) -> (encoded (B, 1 + n_keep, D), mask (B, L) or None, ids_restore (B, L) or None).
 
-        With `mask_ratio`, a random round((1 - mask_ratio) * L) tokens of each epoch are kept and the
-        rest dropped before the encoder (MAE); without it every token is encoded.
+        With `mask_ratio`, a random round((1 - mask_ratio) * L) frames of each epoch are kept (MAE) and
+        only those are embedded: the dropped ones would be discarded after the embedding anyway, so the
+        frame backbone skips them (its BatchNorm statistics come from the visible frames). Without it
+        every frame is encoded.
         """
         frames = self.frames(x)
-        features = self.signal_backbone(frames) if self.signal_backbone is not None else frames.flatten(2)
-        tokens = self.patch_embed(features) + self.positions[:, 1:]
+        positions = self.positions[:, 1:].expand(x.shape[0], -1, -1)
         mask = ids_restore = None
         if mask_ratio is not None:
-            tokens, mask, ids_restore = drop_tokens(tokens, mask_ratio, generator)
+            ids_keep, mask, ids_restore = choose_tokens(x.shape[0], self.num_tokens, mask_ratio, x.device, generator)
+            frames, positions = gather_tokens(frames, ids_keep), gather_tokens(positions, ids_keep)
+        features = self.signal_backbone(frames) if self.signal_backbone is not None else frames.flatten(2)
+        tokens = self.patch_embed(features) + positions
         cls = (self.cls_token + self.positions[:, :1]).expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         return self.encoder(torch.cat([cls, tokens], dim=1)), mask, ids_restore
 
