@@ -1,7 +1,7 @@
 """Pretraining throughput (samples/s, data pipeline included) of configs, measured by the engine itself.
 
     python benchmarks/bench_train.py --data-root /data/npz --splits dset/Sleep-EDF-2018/splits.json \
-        --steps 300 --gpu 0 [--configs configs/DLPROJ_pretrain_*.json] [--set trainer.compile=true]
+        --steps 300 --gpu 0 [--configs configs/DLPROJ_pretrain_*.json] [--set trainer.compile=false]
 
 Each config trains fold 1 for `--steps` mini-batches (batch size from the config, validation once at the
 end) in a scratch directory; the engine's own timer (train_fold-01.json) gives steady-state samples/s,
@@ -59,16 +59,17 @@ def main() -> None:
         key = (config["ssl"]["type"], config["backbone"]["type"])
         rows.append({"config": config["exp_name"], "paradigm": key[0], "backbone": key[1],
                      "batch": config["trainer"]["batch_size"], "samples_per_s": summary["train_samples_per_s"],
-                     "reference": REFERENCE.get(key), "peak_gpu_memory_gb": summary["peak_gpu_memory_gb"]})
+                     "reference": REFERENCE.get(key), "peak_gpu_memory_gb": summary["peak_gpu_memory_gb"],
+                     "loop_wall_s": summary["wall_seconds"]})  # includes compilation and capture
         print(json.dumps(rows[-1]), flush=True)
+        if args.json:  # after every config, so a run cut short still leaves its results
+            Path(args.json).write_text(json.dumps(rows, indent=2))
     print("\n| paradigm | backbone | batch | samples/s | reference | speed-up | peak GPU memory (GB) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         speedup = f"{r['samples_per_s'] / r['reference']:.1f}x" if r["reference"] and r["samples_per_s"] else "-"
         memory = f"{r['peak_gpu_memory_gb']:.2f}" if r["peak_gpu_memory_gb"] is not None else "-"
         print(f"| {r['paradigm']} | {r['backbone']} | {r['batch']} | {r['samples_per_s']:.0f} | {r['reference']} | {speedup} | {memory} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

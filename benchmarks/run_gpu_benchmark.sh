@@ -2,7 +2,7 @@
 # The GPU benchmark (issue 7), one stage per device call; every output goes under $OUT.
 #
 #   bash benchmarks/run_gpu_benchmark.sh models       # bench_models.py and bench_augment.py on the GPU
-#   bash benchmarks/run_gpu_benchmark.sh throughput   # 9 configs' samples/s, eager and torch.compile; compiled profile
+#   bash benchmarks/run_gpu_benchmark.sh throughput   # the configs' samples/s (PATTERN, MODES), CUDA tests, PROFILE
 #   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS x STEPS mini-batches + probe) on fold 1,
 #                                                     # baselines, latent evaluation, summary tables
 #   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
@@ -33,14 +33,21 @@ models)
   python3 benchmarks/bench_augment.py --device cuda 2>&1 | tee "$OUT/bench_augment.txt" | tail -15
   ;;
 throughput)
-  python3 -m pytest -q -k cuda tests/test_engine.py tests/test_augmentations.py 2>&1 | tail -3 | tee "$OUT/pytest_cuda.txt"
-  for mode in ${MODES:-graphs eager}; do
-    extra=""; [ $mode = eager ] && extra="--set trainer.cuda_graphs=false"; [ $mode = compile ] && extra="--set trainer.compile=true"
-    timeout 270 python3 benchmarks/bench_train.py --data-root "$DATA" --steps ${STEPS:-200} --gpu 0 $extra \
-      --json "$OUT/bench_train_$mode.json" 2>&1 | grep -v "it/s" | tee "$OUT/bench_train_$mode.txt" | tail -12
+  # PATTERN selects configs (configs/DLPROJ_pretrain_${PATTERN}_Sleep-EDF-2018.json), MODES the variants:
+  # default (the configs as shipped: torch.compile + CUDA graph), nocompile (CUDA graph only), eager (neither).
+  [ "${TESTS:-1}" = 1 ] && python3 -m pytest -q -k cuda tests/test_engine.py tests/test_augmentations.py 2>&1 | tail -3 | tee "$OUT/pytest_cuda.txt"
+  selected=$(ls configs/DLPROJ_pretrain_${PATTERN:-*}_Sleep-EDF-2018.json)
+  for mode in ${MODES:-default}; do
+    extra=""
+    [ $mode = nocompile ] && extra="--set trainer.compile=false"
+    [ $mode = eager ] && extra="--set trainer.compile=false --set trainer.cuda_graphs=false"
+    timeout ${LIMIT:-540} python3 benchmarks/bench_train.py --data-root "$DATA" --steps ${STEPS:-200} --gpu 0 $extra \
+      --configs $selected --json "$OUT/bench_train_$mode.json" 2>&1 | grep -v "it/s" | tee "$OUT/bench_train_$mode.txt" | tail -12
   done
-  timeout 120 python3 benchmarks/profile_train.py --config configs/DLPROJ_pretrain_Hybrid_CNN_Attention_Sleep-EDF-2018.json \
-    --gpu 0 --steps 40 --rows 15 2>&1 | tail -22 | tee "$OUT/profile_graphs.txt" | grep -E "ms/step|GPU kernel"
+  if [ -n "${PROFILE:-}" ]; then
+    timeout 150 python3 benchmarks/profile_train.py --config configs/DLPROJ_pretrain_${PROFILE}_Sleep-EDF-2018.json \
+      --gpu 0 --steps 40 --rows 25 2>&1 | tail -32 | tee "$OUT/profile_$PROFILE.txt" | grep -E "ms/step|GPU kernel"
+  fi
   ;;
 quality)
   # Equal budget for every config: EPOCHS x STEPS mini-batches of 128 on fold 1, then the probe (linear);

@@ -278,7 +278,7 @@ def test_cuda_graph_steps_equal_eager_steps():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile + CUDA graphs need a GPU")
-def test_compiled_graphed_steps_follow_eager_steps():
+def test_cuda_compiled_graphed_steps_follow_eager_steps():
     """trainer.compile + cuda_graphs (the GPU default) trains like plain eager steps, up to the
     rounding of fused kernels (supervised CNN: no randomness, dropout off)."""
     from models.main_model import build_model
