@@ -33,10 +33,11 @@ models)
   python3 benchmarks/bench_augment.py --device cuda 2>&1 | tee "$OUT/bench_augment.txt" | tail -15
   ;;
 throughput)
-  # PATTERN selects configs (configs/DLPROJ_pretrain_${PATTERN}_Sleep-EDF-2018.json), MODES the variants:
+  # PATTERN selects configs (space-separated globs: configs/DLPROJ_pretrain_${glob}_Sleep-EDF-2018.json), MODES the variants:
   # default (the configs as shipped: torch.compile + CUDA graph), nocompile (CUDA graph only), eager (neither).
   [ "${TESTS:-1}" = 1 ] && python3 -m pytest -q -k cuda tests/test_engine.py tests/test_augmentations.py 2>&1 | tail -3 | tee "$OUT/pytest_cuda.txt"
-  selected=$(ls configs/DLPROJ_pretrain_${PATTERN:-*}_Sleep-EDF-2018.json)
+  read -ra patterns <<< "${PATTERN:-*}"
+  selected=$(for p in "${patterns[@]}"; do ls configs/DLPROJ_pretrain_${p}_Sleep-EDF-2018.json; done)
   for mode in ${MODES:-default}; do
     extra=""
     [ $mode = nocompile ] && extra="--set trainer.compile=false"
