@@ -35,7 +35,10 @@ models)
 throughput)
   # PATTERN selects configs (space-separated globs: configs/DLPROJ_pretrain_${glob}_Sleep-EDF-2018.json), MODES the variants:
   # default (the configs as shipped: torch.compile + CUDA graph), nocompile (CUDA graph only), eager (neither).
-  [ "${TESTS:-1}" = 1 ] && python3 -m pytest -q -k cuda tests/test_engine.py tests/test_augmentations.py 2>&1 | tail -3 | tee "$OUT/pytest_cuda.txt"
+  if [ "${TESTS:-1}" = 1 ]; then
+    python3 -m pytest -q -k cuda tests/test_engine.py tests/test_augmentations.py > "$OUT/pytest_cuda.txt" 2>&1
+    tail -1 "$OUT/pytest_cuda.txt"
+  fi
   read -ra patterns <<< "${PATTERN:-*}"
   selected=$(for p in "${patterns[@]}"; do ls configs/DLPROJ_pretrain_${p}_Sleep-EDF-2018.json; done)
   for mode in ${MODES:-default}; do
