@@ -278,13 +278,16 @@ def test_cuda_graph_steps_equal_eager_steps():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile + CUDA graphs need a GPU")
-def test_cuda_compiled_graphed_steps_follow_eager_steps():
+def test_cuda_compiled_graphed_steps_follow_eager_steps(monkeypatch):
     """trainer.compile + cuda_graphs (the GPU default) trains like plain eager steps (supervised CNN: no
-    randomness, dropout off). Fused kernels round differently and Adam magnifies that on near-zero
-    gradients, so the weight updates are compared as a whole: measured 0.5 % apart on the CPU."""
+    randomness, dropout off, full fp32). Adam's eps is raised to 1 so that an update is proportional to
+    its gradient: with the usual eps, Adam turns rounding noise on near-zero gradients into full-size
+    steps (measured on the H100: two identical eager runs already differ by 6 % in their updates)."""
     from models.main_model import build_model
     from training.engine import GraphedStep, build_objective, make_optimizer, train_step
 
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     config = load_config(REPO / "configs" / "demo" / "DEMO_MP_CNN.json", ["ssl.type=Supervised", "backbone.params.dropout=0.0"])
     batches = [(torch.randn(32, 1, 3000, device="cuda"), torch.randint(0, 5, (32,), device="cuda")) for _ in range(5)]
     losses, updates = [], []
@@ -294,9 +297,11 @@ def test_cuda_compiled_graphed_steps_follow_eager_steps():
         initial = [p.detach().clone() for p in model.parameters()]
         objective = build_objective(config, model, compile=fast)
         optimizer = make_optimizer(config, model, capturable=fast)
+        for group in optimizer.param_groups:
+            group["eps"] = 1.0
         step = GraphedStep(objective, optimizer, model, *batches[0], False, 1.0) if fast else \
             (lambda x, y: train_step(objective, optimizer, x, y, False, 1.0))
         losses.append(torch.stack([step(x, y)[0].clone() for x, y in batches]))
         updates.append(torch.cat([(p.detach() - p0).flatten() for p, p0 in zip(model.parameters(), initial)]))
-    torch.testing.assert_close(losses[1], losses[0], rtol=1e-3, atol=1e-4)
-    assert float((updates[1] - updates[0]).norm() / updates[0].norm()) < 0.05
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    assert float((updates[1] - updates[0]).norm() / updates[0].norm()) < 0.01
