@@ -250,6 +250,9 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
 
     # ------------------------------------------------------------------ the loop
     model.train()
+    if objective.compiled_loss is not None and main:
+        print(f"[{config['exp_name']} {name}] compiling the training step with torch.compile: once per run, "
+              "about 30-150 s on an H100 (trainer.compile=false skips it)", flush=True)
     graphed = None
     first_bad_step = torch.tensor(-1, device=device)
     running = {}
