@@ -2,12 +2,14 @@
 PCA / t-SNE / UMAP maps, and maps coloured by stage.
 
     python latent_space_evaluator.py --config configs/<config>.json            # every fold found
-    python latent_space_evaluator.py --config configs/<config>.json --fold 3   # one fold
+    python latent_space_evaluator.py --config configs/<config>.json --fold 3   # one fold, added to the report
     python latent_space_evaluator.py --embeddings path/to/embeddings_fold-01.pt
     python latent_space_evaluator.py --summarize                               # compare all evaluated runs
 
-Reads checkpoints/<exp_name>/embeddings_fold-XX.pt (written by pretraining) and writes
-results/<exp_name>/latent/{metrics.json, metrics.csv, maps.png}; --summarize writes
+Reads checkpoints/<exp_name>/embeddings_fold-XX.pt (written by pretraining), stores each evaluated fold in
+results/<exp_name>/latent/folds/fold-XX.npz and writes results/<exp_name>/latent/{metrics.json, metrics.csv,
+maps.png} covering every fold evaluated so far with the same --max-points/--map-points/--seed whose embeddings
+are unchanged (folds may be evaluated one at a time or in parallel jobs); --summarize writes
 results/latent_summary.{md,csv,png}. Paths are relative to the working directory.
 Metric definitions: latent_space_evaluation/metrics.py.
 """
@@ -70,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.config or args.embeddings:
             exp_name, paths = run_to_evaluate(args)
             out_dir = RESULTS_DIR / exp_name / "latent"
-            evaluate_run(paths, exp_name, out_dir, args.max_points, args.map_points, args.seed)
-            print(f"wrote {out_dir / 'metrics.json'}, metrics.csv, maps.png")
+            report = evaluate_run(paths, exp_name, out_dir, args.max_points, args.map_points, args.seed)
+            print(f"wrote {out_dir / 'metrics.json'}, metrics.csv, maps.png (folds "
+                  f"{', '.join(str(f) for f in report['folds'])})")
         if args.summarize:
             written = summarize(RESULTS_DIR)
             print("wrote " + ", ".join(str(p) for p in written))

@@ -56,10 +56,12 @@ throughput)
 quality)
   # Equal budget for every config: EPOCHS x STEPS mini-batches of 128 on fold 1, then the probe (linear);
   # latent evaluation of each run on the CPUs while the GPU trains the next. ONLY="CRL MP" runs a subset,
-  # BASELINES=0 skips the baselines. Results are packed after every run, so a cut-off call still returns them.
+  # BASELINES=0 skips the baselines, EXTRA_SET adds overrides ("--set trainer.compile=false" saves the
+  # compilation time, 30-130 s per config, where calls are short). Results are packed after every run, so a
+  # cut-off call still returns them.
   STEPS=${STEPS:-250}; work=/tmp/q; mkdir -p $work/logs; repo=$(pwd); cd $work
   SET="--set data.root_dir=$DATA --set trainer.max_epochs=$EPOCHS --set trainer.max_steps_per_epoch=$STEPS
-       --set trainer.early_stopping_patience=100 --set trainer.val_period=0"
+       --set trainer.early_stopping_patience=100 --set trainer.val_period=0 ${EXTRA_SET:-}"
   pack() { tar czf "$OUT/results.tgz" results logs checkpoints/*/train_fold-01.json 2>/dev/null; }
   for paradigm in ${ONLY:-CRL MP Hybrid}; do
     for cfg in $repo/configs/DLPROJ_pretrain_${paradigm}_*.json; do

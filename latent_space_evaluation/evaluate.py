@@ -5,6 +5,11 @@ checkpoints/<exp_name>/embeddings_fold-XX.pt. Each fold has its own encoder, hen
 space, so every fold is evaluated on its own (metrics, three 2-D maps) and the run's value of a metric
 is the mean over folds (with the sample std and every fold's value). Written to
 results/<exp_name>/latent/: metrics.json, metrics.csv and maps.png (one row of maps per fold).
+
+Each evaluated fold is also stored in results/<exp_name>/latent/folds/fold-XX.npz with its provenance
+(embeddings file, its size and mtime, the settings), and the report is rebuilt from every stored fold that
+is still current: evaluating folds one at a time, or in parallel jobs, adds up to one report. A stored fold
+whose embeddings file changed (retrained run) or that used other settings is left out, with a message.
 `summarize` gathers every results/*/latent/metrics.json into one table and one comparison figure.
 """
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
+import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +66,25 @@ class FoldEvaluation:
     maps: dict[str, np.ndarray]
     map_stages: np.ndarray
     timings: dict[str, float]
+
+    def save(self, path: Path, provenance: dict) -> None:
+        """Write this evaluation and its `provenance` (JSON-able) to one .npz file, atomically."""
+        meta = {"fold": self.fold, "n_points": self.n_points, "metrics": [asdict(m) for m in self.metrics],
+                "maps": list(self.maps), "timings": self.timings, "provenance": provenance}
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.array(json.dumps(meta)), stages=self.map_stages,
+                 **{f"map_{name}": points for name, points in self.maps.items()})
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[FoldEvaluation, dict]:
+        """(evaluation, provenance) from a file written by `save`."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            maps = {name: data[f"map_{name}"] for name in meta["maps"]}
+            evaluation = cls(meta["fold"], meta["n_points"], [Metric(**m) for m in meta["metrics"]], maps,
+                             data["stages"], meta["timings"])
+        return evaluation, meta["provenance"]
 
 
 # ----------------------------------------------------------------------------- finding and loading
@@ -170,33 +196,78 @@ def aggregate(evaluations: list[FoldEvaluation]) -> list[dict]:
 
 def evaluate_run(paths: list[Path], exp_name: str, out_dir: str | Path, max_points: int = 10_000,
                  map_points: int = 5_000, seed: int = 0, progress=print) -> dict:
-    """Evaluate every embeddings file in `paths` and write metrics.json, metrics.csv and maps.png to out_dir."""
-    evaluations, dims = [], set()
+    """Evaluate every embeddings file in `paths`, store each fold in out_dir/folds/, then write metrics.json,
+    metrics.csv and maps.png to out_dir from every stored fold that is current (see `current_evaluations`)."""
+    out_dir = Path(out_dir)
+    settings = {"max_points": max_points, "map_points": min(map_points, max_points), "seed": seed}
     for path in paths:
+        stat = os.stat(path)  # before reading: a file rewritten during the evaluation counts as changed
         embeddings = load_embeddings(path)
-        dims.add(embeddings.z.shape[1])
         start = time.perf_counter()
-        evaluations.append(evaluate_fold(embeddings, max_points, map_points, seed))
+        evaluation = evaluate_fold(embeddings, max_points, map_points, seed)
+        evaluation.save(out_dir / "folds" / f"{fold_name(embeddings.fold)}.npz",
+                        {"embeddings": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                         "embedding_dim": embeddings.z.shape[1], **settings})
         progress(f"{fold_name(embeddings.fold)}: {len(embeddings.z)} epochs x {embeddings.z.shape[1]} dims "
                  f"evaluated in {time.perf_counter() - start:.1f} s")
+    current = current_evaluations(out_dir / "folds", settings, progress)
+    if not current:
+        raise EmbeddingsError(f"no current fold evaluation in {out_dir / 'folds'} to report")
+    evaluations = [evaluation for evaluation, _ in current]
     report = {
         "exp_name": exp_name,
         "folds": [e.fold for e in evaluations],
         "n_points": sum(e.n_points for e in evaluations),
         "n_points_per_fold": {fold_name(e.fold): e.n_points for e in evaluations},
-        "embedding_dim": sorted(dims),
-        "max_points": max_points,
-        "map_points": min(map_points, max_points),
-        "seed": seed,
+        "embedding_dim": sorted({provenance["embedding_dim"] for _, provenance in current}),
+        **settings,
         "n_clusters": len(STAGES),
         "trustworthiness_neighbors": TRUSTWORTHINESS_NEIGHBORS,
         "alignment": "Spearman correlation of Euclidean distances, up to 100000 random pairs",
-        "embeddings": [str(p) for p in paths],
+        "embeddings": [provenance["embeddings"] for _, provenance in current],
         "metrics": aggregate(evaluations),
         "timings_s": {fold_name(e.fold): {k: round(v, 2) for k, v in e.timings.items()} for e in evaluations},
     }
-    write_report(report, evaluations, Path(out_dir))
+    write_report(report, evaluations, out_dir)
     return report
+
+
+def current_evaluations(folds_dir: Path, settings: dict, progress=print) -> list[tuple[FoldEvaluation, dict]]:
+    """(evaluation, provenance) of every fold stored in folds_dir, by fold number, whose embeddings file is
+    unchanged (same size and mtime) and whose settings equal `settings`; each other fold is left out
+    with a message naming it and why."""
+    current = []
+    for path in folds_dir.glob("fold-*.npz"):
+        try:
+            evaluation, provenance = FoldEvaluation.load(path)
+            reason = _stale_reason(provenance, settings)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            progress(f"{path.stem}: stored evaluation {path} cannot be read ({exc!r}); left out of the report")
+            continue
+        if reason:
+            progress(f"{path.stem}: stored evaluation left out of the report: {reason}; "
+                     f"re-evaluate it with --fold {evaluation.fold}")
+        else:
+            current.append((evaluation, provenance))
+    return sorted(current, key=lambda pair: pair[0].fold)
+
+
+def _stale_reason(provenance: dict, settings: dict) -> str | None:
+    """Why a stored evaluation no longer describes its embeddings file under `settings`, or None."""
+    path = Path(provenance["embeddings"])
+    if not path.is_file():
+        return f"its embeddings file {path} is gone"
+    stat = path.stat()
+    if (stat.st_size, stat.st_mtime_ns) != (provenance["size"], provenance["mtime_ns"]):
+        return f"its embeddings file {path} changed since (retrained?)"
+    used = {key: provenance[key] for key in settings}
+    if used != settings:
+        return f"it used {_settings_text(used)}, this run {_settings_text(settings)}"
+    return None
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in settings.items())
 
 
 def write_report(report: dict, evaluations: list[FoldEvaluation], out_dir: Path) -> None:

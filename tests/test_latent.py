@@ -1,5 +1,6 @@
 """Latent-space evaluation: metric formulas, agreement with scikit-learn, faithful vs scrambled maps,
-clear errors, and the CLI end to end on tiny synthetic embeddings in a temporary working directory."""
+clear errors, the CLI end to end on tiny synthetic embeddings in a temporary working directory, and
+reports that add up folds evaluated separately (stale or differently-set folds left out)."""
 import csv
 import json
 
@@ -12,7 +13,8 @@ from sklearn.metrics import (adjusted_mutual_info_score, adjusted_rand_score, da
 
 from benchmarks.bench_latent import gaussian_mixture, write_embeddings
 from latent_space_evaluation import metrics as M
-from latent_space_evaluation.evaluate import EmbeddingsError, find_embeddings, load_embeddings
+from latent_space_evaluation.evaluate import (EmbeddingsError, FoldEvaluation, evaluate_run, find_embeddings,
+                                             load_embeddings)
 from latent_space_evaluation.reducers import pca_map, stratified_subsample, tsne_map
 from latent_space_evaluator import main
 
@@ -205,3 +207,87 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "results" / "latent_summary.csv").is_file()
     assert (tmp_path / "results" / "latent_summary.png").is_file()
     assert "wrote" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- folds evaluated separately
+SETTINGS = {"max_points": 200, "map_points": 150}
+
+
+def tiny_run(root, folds=(1, 2), n=260):
+    """Embeddings files of run 'tiny' under root/checkpoints: {fold: path}."""
+    paths = {}
+    for fold in folds:
+        paths[fold] = root / "checkpoints" / "tiny" / f"embeddings_fold-0{fold}.pt"
+        write_embeddings(paths[fold], *gaussian_mixture(n, 16, seed=fold, separation=0.8), fold, "tiny")
+    return paths
+
+
+def test_fold_evaluation_round_trips_through_its_file(tmp_path):
+    rng = np.random.default_rng(0)
+    evaluation = FoldEvaluation(7, 300, [M.Metric("uniformity", "latent", -1.234567890123, 200),
+                                         M.Metric("trustworthiness", "latent->umap", 0.1 + 0.2, 150)],
+                                {"pca": rng.normal(size=(150, 2)), "umap": rng.normal(size=(150, 2)).astype(np.float32)},
+                                rng.integers(0, 5, 150), {"pca": 0.25})
+    provenance = {"embeddings": "checkpoints/x/embeddings_fold-07.pt", "size": 123, "mtime_ns": 2**62, "seed": 1}
+    evaluation.save(tmp_path / "fold-07.npz", provenance)
+    loaded, loaded_provenance = FoldEvaluation.load(tmp_path / "fold-07.npz")
+    assert loaded_provenance == provenance
+    assert (loaded.fold, loaded.n_points, loaded.metrics, loaded.timings) == (7, 300, evaluation.metrics, {"pca": 0.25})
+    assert list(loaded.maps) == ["pca", "umap"] and loaded.maps["umap"].dtype == np.float32
+    assert all(np.array_equal(loaded.maps[name], evaluation.maps[name]) for name in evaluation.maps)
+    assert np.array_equal(loaded.map_stages, evaluation.map_stages)
+    assert [p.name for p in tmp_path.iterdir()] == ["fold-07.npz"]  # no temporary file left behind
+
+
+def test_folds_evaluated_one_at_a_time_add_up_to_the_one_call_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(
+        {"exp_name": "tiny", "backbone": {"type": "CNN"}, "ssl": {"type": "CRL"}}))
+    paths = tiny_run(tmp_path)
+    for fold in (2, 1):  # in any order, e.g. from parallel jobs
+        main(["--config", "tiny.json", "--fold", str(fold), "--max-points", "200", "--map-points", "150"])
+    assert "(folds 1, 2)" in capsys.readouterr().out
+    out = tmp_path / "results" / "tiny" / "latent"
+    separate = json.loads((out / "metrics.json").read_text())
+    together = evaluate_run([paths[1], paths[2]], "tiny", tmp_path / "together", **SETTINGS,
+                            progress=lambda line: None)
+    assert separate["folds"] == together["folds"] == [1, 2]
+    assert separate["embeddings"] == [str(p.relative_to(tmp_path)) for p in paths.values()]
+    for key in ("n_points", "n_points_per_fold", "embedding_dim", "max_points", "map_points", "seed"):
+        assert separate[key] == together[key]
+    assert separate["metrics"] == together["metrics"]
+    assert list(separate["timings_s"]) == ["fold-01", "fold-02"]
+    assert (out / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "metrics.csv") as f:
+        assert {row["n_folds"] for row in csv.DictReader(f)} == {"2"}
+
+
+def test_stale_or_unreadable_stored_folds_are_left_out_by_name(tmp_path):
+    paths = tiny_run(tmp_path)
+    out = tmp_path / "latent"
+    for fold in (1, 2):
+        evaluate_run([paths[fold]], "tiny", out, **SETTINGS, progress=lambda line: None)
+    write_embeddings(paths[1], *gaussian_mixture(250, 16, seed=9), 1, "tiny")  # fold 1 retrained
+    (out / "folds" / "fold-05.npz").write_bytes(b"not a zip file")
+    messages = []
+    report = evaluate_run([paths[2]], "tiny", out, **SETTINGS, progress=messages.append)
+    assert report["folds"] == [2] and json.loads((out / "metrics.json").read_text())["folds"] == [2]
+    assert any(line.startswith("fold-01: ") and "changed" in line and "--fold 1" in line for line in messages)
+    assert any(line.startswith("fold-05: ") and "cannot be read" in line for line in messages)
+    paths[2].unlink()
+    with pytest.raises(EmbeddingsError, match="no current fold evaluation"):
+        evaluate_run([], "tiny", out, **SETTINGS, progress=messages.append)
+    assert any(line.startswith("fold-02: ") and "is gone" in line for line in messages)
+
+
+def test_folds_of_other_settings_do_not_mix(tmp_path):
+    paths = tiny_run(tmp_path)
+    out = tmp_path / "latent"
+    evaluate_run([paths[1]], "tiny", out, **SETTINGS, seed=3, progress=lambda line: None)
+    messages = []
+    report = evaluate_run([paths[2]], "tiny", out, **SETTINGS, seed=4, progress=messages.append)
+    assert report["folds"] == [2] and report["seed"] == 4
+    assert [f["fold"] for row in report["metrics"] for f in row["per_fold"]] == [2] * len(report["metrics"])
+    assert any(line.startswith("fold-01: ") and "seed=3" in line and "seed=4" in line for line in messages)
+    again = evaluate_run([], "tiny", out, **SETTINGS, seed=3, progress=messages.append)
+    assert again["folds"] == [1] and again["seed"] == 3
