@@ -201,12 +201,14 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert (out / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     main(["--config", "tiny.json", "--fold", "2", "--max-points", "200", "--map-points", "100", "--summarize"])
-    assert json.loads((out / "metrics.json").read_text())["folds"] == [2]
+    assert json.loads((out / "metrics.json").read_text())["folds"] == [2]  # fold 1 was mapped on 150 points
+    printed = capsys.readouterr().out
+    assert "fold-01: stored evaluation left out of the report: it used max_points=200, map_points=150, seed=3" \
+        in printed and "wrote" in printed
     summary = (tmp_path / "results" / "latent_summary.md").read_text()
     assert "| trustworthiness | latent->umap | higher |" in summary
     assert (tmp_path / "results" / "latent_summary.csv").is_file()
     assert (tmp_path / "results" / "latent_summary.png").is_file()
-    assert "wrote" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- folds evaluated separately
