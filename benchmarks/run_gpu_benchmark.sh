@@ -6,6 +6,7 @@
 #   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS x STEPS mini-batches + probe) on fold 1,
 #                                                     # baselines, latent evaluation, summary tables
 #   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
+#   bash benchmarks/run_gpu_benchmark.sh ddp          # (2 GPUs) DDP scaling and loss match, CRL CNN_Attention + Hybrid CNN
 #
 # Data: the surrogate of all 153 Sleep-EDF nights (real hypnograms and band powers, synthetic signals), made
 # on the machine from .carry/sleep-edf (make_surrogate.py + bandpower/, copied from ../shared, never committed).
@@ -89,5 +90,26 @@ quality)
   python3 $repo/classifier_training.py --summarize > /dev/null 2>&1
   cat results/summary.md 2>/dev/null
   pack
+  ;;
+ddp)
+  # Issue 8, on 2 GPUs: samples/s on 1 GPU vs 2 GPUs at the same per-GPU batch (128; global 256), and the
+  # validation loss after the same steps with the same global batch (128: 1 x 128 vs 2 x 64). Eager steps on
+  # both sides (CUDA graphs are single-GPU only; no compilation, to fit the call). One JSON line per run.
+  STEPS=${STEPS:-120}; work=/tmp/ddp; mkdir -p $work; repo=$(pwd); cd $work
+  COMMON="--fold 1 --gpu 0 --set data.root_dir=$DATA --set trainer.max_epochs=1 --set trainer.max_steps_per_epoch=$STEPS
+          --set trainer.val_period=0 --set trainer.compile=false --set trainer.cuda_graphs=false
+          --set probe.run_after_pretraining=false"
+  for cfg in CRL_CNN_Attention Hybrid_CNN; do
+    script=$repo/train_$(echo ${cfg%%_*} | tr A-Z a-z).py; config=$repo/configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json
+    for run in "1 128" "2 256" "2 128"; do
+      set -- $run; name="ddp_${cfg}_gpus$1_batch$2"
+      launcher="python3"; [ $1 -gt 1 ] && launcher="torchrun --standalone --nproc_per_node $1"
+      $launcher $script --config $config $COMMON --set trainer.batch_size=$2 --set exp_name=$name >> "$OUT/ddp_logs.txt" 2>&1 \
+        || echo "FAILED $name" | tee -a "$OUT/ddp_logs.txt"
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({'run': sys.argv[2], **{k: d[k] for k in
+        ('world_size', 'global_batch', 'steps', 'train_samples_per_s', 'best_val_loss', 'peak_gpu_memory_gb')}}))" \
+        checkpoints/$name/train_fold-01.json $name | tee -a "$OUT/ddp.jsonl"
+    done
+  done
   ;;
 esac

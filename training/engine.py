@@ -189,6 +189,8 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
         steps_per_epoch = min(steps_per_epoch, t["max_steps_per_epoch"])
     if steps_per_epoch == 0:
         raise ValueError(f"fold {fold}: {len(x_train)} training epochs, fewer than one batch of {global_batch}")
+    if len(x_val) < world:
+        raise ValueError(f"fold {fold}: {len(x_val)} validation epochs, fewer than the {world} processes")
     val_every = t["val_period"] or steps_per_epoch
 
     # ------------------------------------------------------------------ model, optimiser, state
@@ -232,14 +234,18 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
 
     @torch.no_grad()
     def validation_loss() -> float:
-        """Mean loss over the validation split (this rank's shard), fixed randomness, eval mode."""
+        """Mean loss over the validation split, fixed randomness, eval mode. It runs in global batches of
+        val_batch_size, each split evenly over the ranks, so that CRL's gathered negatives are those of the
+        single-GPU batch; under DDP the last len(val) % world epochs are left out (all_gather needs equal shares)."""
         model.eval()
         total = torch.zeros(2, device=device, dtype=torch.float64)
-        shard = torch.arange(rank, len(x_val), world, device=device)
+        usable = len(x_val) - len(x_val) % world
+        batch = max(world, t["val_batch_size"] // world * world)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(t["seed"] + 1)
-            for start in range(0, len(shard), t["val_batch_size"]):
-                idx = shard[start : start + t["val_batch_size"]]
+            for start in range(0, usable, batch):
+                share = min(batch, usable - start) // world
+                idx = torch.arange(start + rank * share, start + (rank + 1) * share, device=device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, _ = objective(standardised_batch(x_val, idx, input_norm), y_val[idx])
                 total += torch.stack([loss.double() * len(idx), torch.tensor(len(idx), device=device, dtype=torch.float64)])
