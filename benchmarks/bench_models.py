@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.main_model import BACKBONES, build_model  # noqa: E402
+from training.engine import use_fast_cuda_kernels  # noqa: E402
 
 DTYPES = {"float32": None, "bf16": torch.bfloat16}
 
@@ -83,8 +84,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        use_fast_cuda_kernels()
 
     print(f"device {device}, torch {torch.__version__}, {args.steps} timed steps after {args.warmup} warm-up")
     print(f"{'encoder':<14} {'encoder/decoder/projection params':>34}  {'path':<9} {'batch':>5} {'dtype':<8} {'samples/s':>10}")

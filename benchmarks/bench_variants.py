@@ -30,6 +30,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
+from training.engine import use_fast_cuda_kernels  # noqa: E402
+
 
 def graphed_ms(fn, inputs: list[torch.Tensor], params: list[torch.Tensor], reps: int = 40) -> float:
     """Median ms of one replay of fn(*inputs) -> output, plus its backward, captured as a CUDA graph."""
@@ -218,8 +220,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_variants.py times CUDA kernels; no CUDA device is visible")
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as training/engine.py
-    torch.backends.cudnn.benchmark = True
+    use_fast_cuda_kernels()  # as training
     torch.manual_seed(0)
     rows: list[dict] = []
     try:

@@ -33,14 +33,14 @@ def main() -> None:
 
     from models.main_model import build_model
     from training.config import load_config
-    from training.engine import GraphedStep, build_objective, make_optimizer, standardised_batch, train_step
+    from training.engine import (GraphedStep, build_objective, make_optimizer, standardised_batch, train_step,
+                                 use_fast_cuda_kernels)
     from utils import select_device
 
     config = load_config(args.config, args.overrides)
     device = select_device(args.gpu)
-    if device.type == "cuda":  # as training/engine.py
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":
+        use_fast_cuda_kernels()
     t = config["trainer"]
     model = build_model(config).to(device)
     objective = build_objective(config, model, compile=t["compile"] and device.type == "cuda")

@@ -78,9 +78,3 @@ def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """tokens (B, L, *F), ids (B, n) -> tokens[b, ids[b]] (B, n, *F)."""
     index = ids.reshape(*ids.shape, *([1] * (tokens.dim() - 2))).expand(-1, -1, *tokens.shape[2:])
     return torch.gather(tokens, 1, index)
-
-
-def drop_tokens(tokens: torch.Tensor, ratio: float, generator=None):
-    """tokens (B, L, D) -> (kept (B, n_keep, D), mask (B, L), ids_restore (B, L)); see choose_tokens."""
-    ids_keep, mask, ids_restore = choose_tokens(tokens.shape[0], tokens.shape[1], ratio, tokens.device, generator)
-    return gather_tokens(tokens, ids_keep), mask, ids_restore

@@ -153,13 +153,17 @@ def predict(classifier, z: np.ndarray, device="cpu") -> np.ndarray:
 
 # ----------------------------------------------------------------------------- one fold
 def probe_encoder(encoder: nn.Module, input_norm: dict, data, config: dict, fold: int, device,
-                  paradigm: str, out_dir: Path | None = None) -> dict:
+                  paradigm: str, out_dir: Path | None = None, test_latents: np.ndarray | None = None) -> dict:
     """Encode the fold once, fit the configured probe, save the test predictions; return fold metrics.
 
-    data: a FoldData (.train/.val/.test Splits with x (n, 3000) µV, y, subject, night).
+    data: a FoldData (.train/.val/.test Splits with x (n, 3000) µV, y, subject, night). `test_latents`:
+    the test split already encoded by this encoder (the engine's embeddings), else it is encoded here.
     """
+    splits = ("train", "val") if test_latents is not None else ("train", "val", "test")
     latents = {split: encode_array(encoder, getattr(data, split).x, input_norm, device)
-               for split in tqdm(("train", "val", "test"), desc="encoding", leave=False)}
+               for split in tqdm(splits, desc="encoding", leave=False)}
+    if test_latents is not None:
+        latents["test"] = test_latents
     probe_cfg, seed = config["probe"], config["trainer"]["seed"] + fold
     labelled = label_subset(data.train.y, probe_cfg["label_fraction"], seed)
     probe, summary = fit_probe(latents["train"][labelled], data.train.y[labelled], latents["val"], data.val.y,
@@ -180,10 +184,11 @@ def score_supervised(model: nn.Module, input_norm: dict, data, config: dict, fol
     return save_fold_predictions(results_dir(config), fold, data.test, y_pred, meta)
 
 
-def run_probe(config: dict, fold: int, ckpt_path, device, data=None) -> dict:
+def run_probe(config: dict, fold: int, ckpt_path, device, data=None, test_latents=None) -> dict:
     """Score the best checkpoint of one fold (called by the training engine after each fold).
 
-    `data` is the fold's FoldData when the caller has it in memory already (the engine), else it is loaded.
+    `data` is the fold's FoldData when the caller has it in memory already (the engine), else it is loaded;
+    `test_latents` the checkpoint's test-split latents when the caller has them (the engine's embeddings).
 
     Refuses a checkpoint of another fold (its pretraining data would contain this fold's test
     subjects) or of another paradigm or backbone than the config's.
@@ -201,4 +206,5 @@ def run_probe(config: dict, fold: int, ckpt_path, device, data=None) -> dict:
     data = data if data is not None else load_fold(config["data"], fold)
     if trained == "Supervised":
         return score_supervised(model, ckpt["input_norm"], data, config, fold, device)
-    return probe_encoder(model, ckpt["input_norm"], data, config, fold, device, paradigm=trained)
+    return probe_encoder(model, ckpt["input_norm"], data, config, fold, device, paradigm=trained,
+                         test_latents=test_latents)

@@ -6,7 +6,7 @@ import yaml
 
 from models import BACKBONES, build_model
 from models.cnn_attention.cnn_attention import SelfAttentionBlock
-from models.masking import drop_tokens, mask_input, random_sample_mask, span_mask
+from models.masking import choose_tokens, gather_tokens, mask_input, random_sample_mask, span_mask
 from models.transformer.autoencoder_vit import overlap_average
 from training.config import load_config
 from utils import ConfigError
@@ -149,15 +149,17 @@ def test_only_visible_frames_are_embedded_and_match_embedding_all_then_dropping(
     assert backbone_frames == [10]  # round((1 - 0.5) * 21) = 10 of the 21 frames embedded
 
     tokens = vit.patch_embed(vit.signal_backbone(vit.frames(x))) + vit.positions[:, 1:]
-    kept, reference_mask, _ = drop_tokens(tokens, 0.5, torch.Generator().manual_seed(3))
+    ids_keep, reference_mask, _ = choose_tokens(3, 21, 0.5, "cpu", torch.Generator().manual_seed(3))
+    kept = gather_tokens(tokens, ids_keep)
     cls = (vit.cls_token + vit.positions[:, :1]).expand(3, -1, -1)
     torch.testing.assert_close(encoded, vit.encoder(torch.cat([cls, kept], dim=1)))
     assert torch.equal(mask, reference_mask)
 
 
-def test_drop_tokens_keeps_visible_tokens_and_restores_order():
+def test_chosen_tokens_keep_visible_tokens_and_restore_order():
     tokens = torch.arange(2 * 10 * 3, dtype=torch.float32).reshape(2, 10, 3)
-    kept, mask, ids_restore = drop_tokens(tokens, 0.6, torch.Generator().manual_seed(0))
+    ids_keep, mask, ids_restore = choose_tokens(2, 10, 0.6, "cpu", torch.Generator().manual_seed(0))
+    kept = gather_tokens(tokens, ids_keep)
     assert kept.shape == (2, 4, 3) and torch.all(mask.sum(1) == 6)
     for row in range(2):
         assert torch.equal(kept[row].sort(0).values, tokens[row][mask[row] == 0])

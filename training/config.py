@@ -48,7 +48,7 @@ SCHEMA = {
         "grad_clip": Field(float, 1.0, min=0, nullable=True),
         "amp": Field(bool, True, doc="bf16 autocast on CUDA (ignored on CPU)"),
         "compile": Field(bool, True, doc="torch.compile the paradigm's loss (encoder, heads, loss) on CUDA; "
-                                            "ignored on CPU. Costs 30-90 s once per run, then ~2x faster steps"),
+                                            "ignored on CPU. Costs 30-150 s once per run, then ~2x faster steps"),
         "cuda_graphs": Field(bool, True, doc="replay each training step as one CUDA graph (single GPU)"),
         "seed": Field(int, 42),
     },

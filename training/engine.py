@@ -94,6 +94,12 @@ def build_objective(config: dict, model: nn.Module, compile: bool = False) -> Ob
     return Objective(model, PARADIGMS[config["ssl"]["type"]](config, model), compile=compile)
 
 
+def use_fast_cuda_kernels() -> None:
+    """TF32 matmuls and convolutions, and cuDNN autotuning (the shapes are fixed): a large gain on CUDA."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+
 def make_optimizer(config: dict, model: nn.Module, capturable: bool = False) -> torch.optim.Optimizer:
     """Adam/AdamW from the config; fused on CUDA, `capturable` for CUDA-graph replay."""
     t = config["trainer"]
@@ -194,9 +200,8 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
     val_every = t["val_period"] or steps_per_epoch
 
     # ------------------------------------------------------------------ model, optimiser, state
-    if device.type == "cuda":  # TF32 matmuls/convolutions and cuDNN autotuning: fixed shapes, large gain
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":
+        use_fast_cuda_kernels()
     torch.manual_seed(t["seed"])
     model = build_model(config).to(device)
     objective = build_objective(config, model, compile=t["compile"] and device.type == "cuda")
@@ -339,11 +344,11 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
                    "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
         atomic_write_bytes(run_dir / f"train_{name}.json", json.dumps(summary, indent=2).encode())
         writer.close()
-        dump_embeddings(config, fold, data.test, device)
+        test_latents = dump_embeddings(config, fold, data.test, device)
         if run_probe and config["probe"]["run_after_pretraining"] and config["ssl"]["type"] != "Supervised":
             from probing.probe import run_probe
 
-            run_probe(config, fold, best_path, device, data=data)
+            run_probe(config, fold, best_path, device, data=data, test_latents=test_latents)
     return best_path
 
 
@@ -357,8 +362,9 @@ def capture_or_fall_back(step_fn, optimizer, model, x, y, use_amp, grad_clip) ->
         return None
 
 
-def dump_embeddings(config: dict, fold: int, test_split, device) -> Path:
-    """Encode the fold's test split with the best checkpoint -> embeddings_fold-0K.pt."""
+def dump_embeddings(config: dict, fold: int, test_split, device) -> np.ndarray:
+    """Encode the fold's test split with the best checkpoint -> embeddings_fold-0K.pt; returns the latents
+    (n, latent_dim), which the probe then reuses."""
     from training.checkpoint import load_checkpoint
 
     model, ckpt = load_checkpoint(best_checkpoint_path(config, fold), device=device)
@@ -368,4 +374,4 @@ def dump_embeddings(config: dict, fold: int, test_split, device) -> Path:
                        "subject": torch.from_numpy(test_split.subject.astype(np.int64)),
                        "night": torch.from_numpy(test_split.night.astype(np.int64)),
                        "fold": fold, "exp_name": config["exp_name"]}, path)
-    return path
+    return z
