@@ -17,7 +17,8 @@ from training.paradigms import PARADIGMS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRANSFORMER = {"use_signal_backbone": False, "patch_size": 100, "embed_dim": 32, "depth": 1, "num_heads": 2,
-                    "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2, "dropout": 0.0}
+                    "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2, "dropout": 0.0,
+                    "latent_dim": 32}
 SUBJECTS = list(range(8))
 EPOCHS_PER_NIGHT = 24
 
