@@ -55,6 +55,12 @@ def run_meta(config: dict, paradigm: str, architecture: str, classifier: str, la
     }
 
 
+def describe(scores: dict) -> str:
+    """One line: accuracy, macro-F1 and Cohen's kappa of a metrics dict."""
+    kappa = "n/a" if scores["kappa"] is None else f"{scores['kappa']:.3f}"
+    return f"accuracy {100 * scores['accuracy']:.1f} %, macro-F1 {scores['macro_f1']:.3f}, kappa {kappa}"
+
+
 # ----------------------------------------------------------------------------- per-fold predictions
 def save_fold_predictions(out_dir: Path, fold: int, test, y_pred: np.ndarray, meta: dict) -> dict:
     """Write predictions_fold-KK.npz for a test Split (x, y, subject, night); return the fold's metrics."""

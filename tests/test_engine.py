@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from training import cli
+import pipeline
 from training.config import load_config
 from training.engine import TrainingDiverged, train_fold
 from training.paradigms import PARADIGMS
@@ -70,13 +70,14 @@ def make_config(workdir, paradigm="MP", backbone="CNN", **trainer):
 @pytest.mark.parametrize("paradigm", ["CRL", "MP", "Hybrid"])
 def test_each_paradigm_trains_and_leaves_its_files(workdir, paradigm):
     path = make_config(workdir, paradigm)
-    cli.main(paradigm, ["--config", str(path), "--gpu", "cpu", "--fold", "1"])
+    pipeline.main(paradigm, ["--config", str(path), "--gpu", "cpu", "--fold", "1"])
     exp = f"test_{paradigm}_CNN"
     run = workdir[0] / "checkpoints" / exp
     for name in ["ckpt_fold-01.pth", "last_fold-01.pth", "train_fold-01.json", "embeddings_fold-01.pt"]:
         assert (run / name).is_file(), name
     assert list((workdir[0] / "logs" / exp / "fold-01").glob("events.out.tfevents.*"))
-    assert (workdir[0] / "results" / exp / "metrics.json").is_file()
+    for run_name in (exp, f"{exp}_mlp-probe"):  # probe.type "both": the linear and the MLP probe
+        assert (workdir[0] / "results" / run_name / "metrics.json").is_file()
     embeddings = torch.load(run / "embeddings_fold-01.pt")
     assert embeddings["z"].shape == (2 * EPOCHS_PER_NIGHT, 128)
     assert set(embeddings["subject"].tolist()) == {6, 7}
@@ -87,14 +88,14 @@ def test_each_paradigm_trains_and_leaves_its_files(workdir, paradigm):
 def test_wrong_script_is_refused_with_the_right_one(workdir):
     path = make_config(workdir, "MP")
     with pytest.raises(SystemExit, match=r"is a MP config \(ssl.type\); run it with: python train_mp.py"):
-        cli.main("CRL", ["--config", str(path), "--gpu", "cpu"])
+        pipeline.main("CRL", ["--config", str(path), "--gpu", "cpu"])
 
 
 def test_missing_gpu_is_a_clear_error(workdir, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = make_config(workdir, "MP")
     with pytest.raises(SystemExit, match="CUDA is not available on this machine; use --gpu cpu"):
-        cli.main("MP", ["--config", str(path), "--gpu", "0"])
+        pipeline.main("MP", ["--config", str(path), "--gpu", "0"])
 
 
 def _final_weights(config, fold=1):
@@ -104,7 +105,7 @@ def _final_weights(config, fold=1):
 
 def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeypatch):
     config = load_config(make_config(workdir, "MP", max_epochs=3))
-    train_fold(config, 1, "cpu", run_probe=False)
+    train_fold(config, 1, "cpu")
     reference, reference_state = _final_weights(config)
 
     config["exp_name"] = "interrupted"
@@ -120,9 +121,9 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeyp
 
     monkeypatch.setattr(PARADIGMS["MP"], "loss", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
-        train_fold(config, 1, "cpu", run_probe=False)
+        train_fold(config, 1, "cpu")
     monkeypatch.setattr(PARADIGMS["MP"], "loss", original)
-    train_fold(config, 1, "cpu", resume=True, run_probe=False)
+    train_fold(config, 1, "cpu", resume=True)
     resumed, resumed_state = _final_weights(config)
     assert resumed_state["global_step"] == reference_state["global_step"]
     for key in reference:
@@ -144,7 +145,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir
 
     monkeypatch.setattr(PARADIGMS["MP"], "loss", nan_at_step_five)
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 5"):
-        train_fold(config, 1, "cpu", run_probe=False)
+        train_fold(config, 1, "cpu")
     best = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)
     assert best["step"] == 4 and all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
 
@@ -160,7 +161,7 @@ def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
         return original(self, x, y)
 
     monkeypatch.setattr(PARADIGMS["MP"], "inputs", record)
-    train_fold(config, 1, "cpu", run_probe=False)
+    train_fold(config, 1, "cpu")
     norm = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)["input_norm"]
     subjects = {round(float(x.mean() * norm["std"] + norm["mean"]) / 100) for batch in seen for x in batch}
     assert subjects <= {0, 1, 2, 3, 4}
@@ -207,7 +208,7 @@ def test_compiled_loss_runs_training_steps_and_validation_stays_eager(workdir, m
 
     monkeypatch.setattr(torch, "compile", refuse)
     assert config["trainer"]["compile"] is True
-    train_fold(config, 1, "cpu", run_probe=False)  # trainer.compile is ignored on CPU
+    train_fold(config, 1, "cpu")  # trainer.compile is ignored on CPU
 
 
 # ---------------------------------------------------------------------------- DDP (gloo, CPU)
@@ -225,7 +226,7 @@ def _ddp_worker(rank, world_size, port, config, cwd):
     from training.engine import init_distributed
 
     distributed, device = init_distributed(torch.device("cpu"))
-    train_fold(config, 1, device, run_probe=False, distributed=distributed)
+    train_fold(config, 1, device, distributed=distributed)
     torch.distributed.destroy_process_group()
 
 
@@ -241,7 +242,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(workdir)
     for aug in config["ssl"]["params"]["augmentations"].values():
         aug["p"] = 0.0
     single = dict(config, exp_name="single")
-    train_fold(single, 1, "cpu", run_probe=False)
+    train_fold(single, 1, "cpu")
     double = dict(config, exp_name="ddp")
     mp.spawn(_ddp_worker, args=(2, _free_port(), double, str(workdir[0])), nprocs=2, join=True)
     a = torch.load("checkpoints/single/last_fold-01.pth", weights_only=False)["model"]

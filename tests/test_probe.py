@@ -113,7 +113,7 @@ NORM = {"mean": 0.0, "std": 10.0}
 def test_probe_fold_writes_predictions_and_pooled_results(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = copy.deepcopy(CONFIG)
-    folds = [probe_encoder(AmplitudeEncoder(), NORM, toy_fold(10 * k), config, k, "cpu", paradigm="CRL")
+    folds = [probe_encoder(AmplitudeEncoder(), NORM, toy_fold(10 * k), config, k, "cpu", paradigm="CRL")["linear"]
              for k in (1, 2)]
     assert folds[0]["fold"] == 1 and folds[0]["classifier"] == "linear probe" and folds[0]["accuracy"] > 0.9
     out = tmp_path / "results" / "toy"
@@ -136,7 +136,7 @@ def test_label_fraction_and_mlp_runs_get_their_own_folder(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     config = copy.deepcopy(CONFIG)
     config["probe"] |= {"type": "mlp", "label_fraction": 0.1, "epochs": 3}
-    fold = probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")
+    fold = probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")["mlp"]
     assert results_dir(config).name == "toy_mlp-probe_labels-0.1"
     assert fold["n_train_labels"] == 30 and fold["label_fraction"] == 0.1
     assert write_results(config)["classifier"] == "mlp probe"
@@ -178,7 +178,7 @@ def test_bandpower_features_match_scipy_on_one_epoch():
 
 def test_bandpower_baseline_scores_a_fold(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    fold = bandpower_fold(copy.deepcopy(CONFIG), 1, toy_fold(0))
+    fold = bandpower_fold(copy.deepcopy(CONFIG), 1, toy_fold(0))["bandpower"]
     assert fold["accuracy"] > 0.9 and fold["paradigm"] == "Band power" and fold["C"] in (0.01, 0.1, 1.0, 10.0)
     assert bandpower_results_dir(CONFIG).name == "Baseline_bandpower_demo"
     assert (tmp_path / "results" / "Baseline_bandpower_demo" / "predictions_fold-01.npz").is_file()
@@ -222,7 +222,7 @@ def test_cli_probes_a_checkpoint_and_runs_baselines_on_a_tiny_dataset(tmp_path, 
     monkeypatch.chdir(tmp_path)
     config_path = make_config((tmp_path, npz_dir, splits), "CRL")
     ckpt = save_checkpoint(tmp_path / "checkpoints" / "test_CRL_CNN" / "ckpt_fold-02.pth", load_config(config_path), 2)
-    cli = ["--config", str(config_path), "--gpu", "cpu"]
+    cli = ["--config", str(config_path), "--gpu", "cpu", "--probe", "linear"]
 
     main(cli + ["--encoder_ckpt", str(ckpt)])  # the fold (2) is read from the checkpoint
     metrics = json.loads((tmp_path / "results" / "test_CRL_CNN" / "metrics.json").read_text())
