@@ -107,8 +107,9 @@ def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val
               seed: int, device="cpu", z_stats: np.ndarray | None = None) -> tuple[LatentProbe, dict]:
     """Train a probe on latents (n, D); return it at its lowest validation loss, and a training summary.
 
-    The probe (a LatentProbe: head + the standardisation buffers `mean`, `std`) takes raw latents
-    (B, D) -> logits (B, 5), so it can be saved and reused as it is. Training stops after
+    The probe (a LatentProbe: head + the standardisation buffers `mean`, `std`; 0 and 1 when
+    probe.standardise is false) takes raw latents (B, D) -> logits (B, 5), so it can be saved and
+    reused as it is. Training stops after
     probe.patience epochs without a lower validation loss, or after probe.epochs.
 
     z_stats (default z_train) gives the standardisation statistics: pass the whole training
@@ -121,6 +122,8 @@ def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val
     torch.manual_seed(seed)
     stats = torch.as_tensor(z_train if z_stats is None else z_stats, dtype=torch.float32, device=device)
     mean, std = stats.mean(0), stats.std(0).clamp_min(1e-6)
+    if not probe_cfg["standardise"]:
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
     probe = LatentProbe(build_head(kind, stats.shape[1]), mean, std).to(device)
     head = probe.head  # trained on latents standardised once, here, rather than per mini-batch
     weights = class_weights(y_train, probe_cfg["class_weighting"])

@@ -313,3 +313,39 @@ def test_cuda_compiled_graphed_steps_follow_eager_steps(monkeypatch):
         updates.append(torch.cat([(p.detach() - p0).flatten() for p, p0 in zip(model.parameters(), initial)]))
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
     assert float((updates[1] - updates[0]).norm() / updates[0].norm()) < 0.01
+
+
+@pytest.mark.parametrize("paradigm", ["CRL", "MP", "Hybrid"])
+def test_chunked_validation_loss_equals_the_unchunked_loss(paradigm):
+    from models.main_model import build_model
+    from training.engine import build_objective, chunked_backbone
+
+    config = load_config(REPO / "configs" / "demo" / "DEMO_Hybrid_CNN.json", [f"ssl.type={paradigm}"])
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    objective = build_objective(config, model)
+    x, y = torch.randn(10, 1, 3000), torch.randint(0, 5, (10,))
+    seen = []
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv1d))
+    first_conv.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        whole = objective(x, y)[0]
+        largest_unchunked, seen[:] = max(seen), []
+        torch.manual_seed(1)
+        with chunked_backbone(model.backbone, 3):
+            chunked = objective(x, y)[0]
+    assert largest_unchunked >= 10 and max(seen) <= 3  # the encoder saw chunks of at most 3 epochs
+    assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert "encode" not in vars(model.backbone)  # the class's own methods are back
+
+
+def test_training_does_not_import_the_probe():
+    """The engine sits below the probe: nothing in training/ imports probing/."""
+    import ast
+
+    for path in (REPO / "training").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(name.split(".")[0] == "probing" for name in names), path.name

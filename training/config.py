@@ -83,6 +83,8 @@ SCHEMA = {
         "weight_decay": Field(float, 1e-4, min=0, doc="L2 on the probe's parameters"),
         "patience": Field(int, 10, min=1, doc="epochs without a lower validation loss before stopping"),
         "class_weighting": Field(str, "none", choices=("none", "balanced"), doc="cross-entropy class weights"),
+        "standardise": Field(bool, True, doc="probe input = (z - mean) / std of the training latents; "
+                                                 "false: raw latents, as the reference"),
         "label_fraction": Field(float, 1.0, min=0.0001, max=1),
         "run_after_pretraining": Field(bool, True),
     },

@@ -275,6 +275,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
         usable = len(x_val) - len(x_val) % world
         batch = max(world, t["val_batch_size"] // world * world)
         started = time.perf_counter()
+        track_peak("training")
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
                 chunked_backbone(model.backbone, local_batch):
             torch.manual_seed(t["seed"] + 1)
@@ -289,6 +290,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
         model.train()
         mean_loss = (total[0] / total[1].clamp(min=1)).item()
         timing["validation_seconds"] += time.perf_counter() - started
+        track_peak("validation")
         return mean_loss
 
     # ------------------------------------------------------------------ the loop
@@ -301,6 +303,13 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
     running = {}
     samples_seen, train_seconds, stopped_early = 0, 0.0, False
     timing = {"first_step_seconds": None, "validation_seconds": 0.0}
+    peaks = {"training": 0.0, "validation": 0.0}
+
+    def track_peak(phase: str) -> None:
+        """Fold the CUDA memory peak since the last call into peaks[phase] (GB), then restart the count."""
+        if device.type == "cuda":
+            peaks[phase] = max(peaks[phase], torch.cuda.max_memory_allocated(device) / 2**30)
+            torch.cuda.reset_peak_memory_stats(device)
     interval_start, interval_samples = time.perf_counter(), 0
     wall_start = time.perf_counter()
     if device.type == "cuda":
@@ -373,12 +382,14 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
     if world > 1:
         dist.barrier()
     if main:
+        track_peak("training")
         summary = {"exp_name": config["exp_name"], "fold": fold, "device": str(device), "world_size": world,
                    "global_batch": global_batch, "steps": state["global_step"], "epochs_completed": state["epoch"],
                    "stopped_early": stopped_early, "best_val_loss": state["best_val"],
                    "train_samples_per_s": samples_seen / train_seconds if train_seconds else None,
                    "wall_seconds": time.perf_counter() - wall_start, **timing,
-                   "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+                   "peak_gpu_memory_gb": max(peaks.values()) if device.type == "cuda" else None,
+                   **{f"peak_{phase}_gpu_memory_gb": gb if device.type == "cuda" else None for phase, gb in peaks.items()}}
         atomic_write_bytes(run_dir / f"train_{name}.json", json.dumps(summary, indent=2).encode())
         writer.close()
     return best_path
