@@ -35,6 +35,9 @@ def results_dir(config: dict) -> Path:
     """results/<exp_name>[_mlp-probe][_labels-F]; a supervised model is scored by its own head."""
     name = config["exp_name"]
     if config["ssl"]["type"] != "Supervised":
+        if config["probe"]["type"] not in ("linear", "mlp"):
+            raise ValueError(f"probe.type {config['probe']['type']!r}: one folder per probe; pass "
+                             "probing.probe.with_probe(config, 'linear' or 'mlp')")
         if config["probe"]["type"] != "linear":
             name += f"_{config['probe']['type']}-probe"
         if config["probe"]["label_fraction"] < 1:
