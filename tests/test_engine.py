@@ -349,3 +349,26 @@ def test_training_does_not_import_the_probe():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(name.split(".")[0] == "probing" for name in names), path.name
+
+
+def test_chunked_validation_does_not_recompile_the_training_step(monkeypatch):
+    """chunked_backbone sets and deletes instance attributes; the compiled training loss must not see a change."""
+    import torch._dynamo
+
+    from models.main_model import build_model
+    from training.engine import build_objective, chunked_backbone
+
+    config = load_config(REPO / "configs" / "demo" / "DEMO_CRL_CNN.json")
+    torch.manual_seed(0)
+    model = build_model(config)
+    objective = build_objective(config, model)
+    compiled = torch.compile(objective.paradigm.loss, backend="eager", dynamic=False)
+    x = torch.randn(8, 1, 3000)
+    views = objective.paradigm.inputs(x, None)
+    compiled(*views)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    model.eval()
+    with torch.no_grad(), chunked_backbone(model.backbone, 3):
+        objective(x, None)
+    model.train()
+    compiled(*views)  # raises on a recompilation
