@@ -54,7 +54,7 @@ def main() -> None:
                                     "probe.run_after_pretraining=false", *args.overrides])
         os.chdir(scratch)
         try:
-            train_fold(config, 1, device, run_probe=False)
+            train_fold(config, 1, device)
             summary = json.loads((Path("checkpoints") / config["exp_name"] / "train_fold-01.json").read_text())
         finally:
             os.chdir(here)
