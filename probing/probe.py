@@ -7,6 +7,9 @@ For one fold: encode the train/val/test epochs once (latents cached in memory), 
 
     probe.type "linear"  one linear layer on standardised latents: the true linear evaluation
     probe.type "mlp"     128 -> 256 -> 256 -> 5 with BatchNorm, ReLU, Dropout 0.5 (the seed's probe)
+    probe.type "context" a temporal model over probe.context.length latents of one night (probing/context.py)
+
+The trained probe is saved beside the predictions (results/<run>/probe_fold-0K.pt, probing/saved_probe.py).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from probing.results import results_dir, run_meta, save_fold_predictions
+from probing.saved_probe import checkpoint_info, probe_path, save_probe
 from training.checkpoint import encode_array, load_checkpoint
 from utils import STAGES
 
@@ -166,13 +170,23 @@ def probe_encoder(encoder: nn.Module, input_norm: dict, data, config: dict, fold
         latents["test"] = test_latents
     probe_cfg, seed = config["probe"], config["trainer"]["seed"] + fold
     labelled = label_subset(data.train.y, probe_cfg["label_fraction"], seed)
-    probe, summary = fit_probe(latents["train"][labelled], data.train.y[labelled], latents["val"], data.val.y,
-                               probe_cfg, seed=seed, device=device, z_stats=latents["train"])
+    if probe_cfg["type"] == "context":
+        from probing.context import fit_context_probe, predict_context
+
+        probe, summary = fit_context_probe(latents["train"], data.train, labelled, latents["val"], data.val,
+                                           probe_cfg, seed=seed, device=device)
+        y_pred = predict_context(probe, latents["test"], data.test, device)
+    else:
+        probe, summary = fit_probe(latents["train"][labelled], data.train.y[labelled], latents["val"], data.val.y,
+                                   probe_cfg, seed=seed, device=device, z_stats=latents["train"])
+        y_pred = predict(probe, latents["test"], device)
     meta = run_meta(config, paradigm, config["backbone"]["type"], f"{probe_cfg['type']} probe",
                     probe_cfg["label_fraction"])
     meta |= {"probe": probe_cfg["type"], **summary}
-    y_pred = predict(probe, latents["test"], device)
-    return save_fold_predictions(out_dir or results_dir(config), fold, data.test, y_pred, meta)
+    out_dir = out_dir or results_dir(config)
+    save_probe(probe_path(out_dir, fold), probe.head, {"mean": probe.mean, "std": probe.std}, probe_cfg,
+               checkpoint_info(encoder, input_norm, config, fold, paradigm))
+    return save_fold_predictions(out_dir, fold, data.test, y_pred, meta)
 
 
 def score_supervised(model: nn.Module, input_norm: dict, data, config: dict, fold: int, device) -> dict:

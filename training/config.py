@@ -73,7 +73,8 @@ SCHEMA = {
         },
     },
     "probe": {
-        "type": Field(str, "linear", choices=("linear", "mlp")),
+        "type": Field(str, "linear", choices=("linear", "mlp", "context"),
+                      doc="context: a temporal model over probe.context.length latents of one night"),
         "epochs": Field(int, 100, min=1),
         "batch_size": Field(int, 256, min=2),
         "learning_rate": Field(float, 1e-3, min=0, max=1),
@@ -82,6 +83,15 @@ SCHEMA = {
         "class_weighting": Field(str, "balanced", choices=("none", "balanced")),
         "label_fraction": Field(float, 1.0, min=0.0001, max=1),
         "run_after_pretraining": Field(bool, True),
+        "context": {  # probe.type "context" only (probing/context.py)
+            "length": Field(int, 10, min=1, doc="latents per window, centred on the epoch (SleePyCo: 10)"),
+            "model": Field(str, "transformer", choices=("transformer", "gru")),
+            "hidden_dim": Field(int, 128, min=2),
+            "layers": Field(int, 2, min=1),
+            "heads": Field(int, 4, min=1, doc="attention heads (transformer); must divide hidden_dim"),
+            "dropout": Field(float, 0.1, min=0, max=0.9),
+            "batch_size": Field(int, 1024, min=1, doc="windows per step"),
+        },
     },
 }
 
