@@ -81,3 +81,44 @@ def _context_accuracy(nights, shuffle: bool) -> float:
 def test_shuffling_epochs_within_nights_lowers_context_accuracy(demo_nights):
     ordered, shuffled = _context_accuracy(demo_nights, False), _context_accuracy(demo_nights, True)
     assert ordered > shuffled + 0.1, (ordered, shuffled)  # measured 0.80 vs 0.52
+
+
+class StdEncoder(torch.nn.Module):
+    """Stand-in for SSLModel: latent = (log std, mean) of each epoch."""
+
+    latent_dim = 2
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Linear(1, 1)  # gives the encoder a state to fingerprint
+
+    def encode(self, x):  # (B, 1, T) -> (B, 2)
+        return torch.stack([x.std(dim=-1).log().squeeze(1), x.mean(dim=(1, 2))], dim=1)
+
+
+def _toy_split(seed: int, subjects) -> Split:
+    """Two nights per split with runs of stages; the amplitude of an epoch grows with its stage."""
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.repeat(rng.integers(0, 5, 12), 5) for _ in subjects])
+    x = (rng.normal(0, 1, (len(y), 3000)) * 2.0 ** y[:, None]).astype(np.float32)
+    return Split(x, y, np.repeat(np.array(subjects, np.int16), len(y) // len(subjects)), np.ones(len(y), np.int8))
+
+
+def test_context_probe_runs_in_the_fold_pipeline_and_its_saved_copy_stages_a_night(tmp_path, monkeypatch):
+    from dset.loader import FoldData
+    from probing.probe import probe_encoder
+    from probing.saved_probe import load_probe
+
+    monkeypatch.chdir(tmp_path)
+    config = {"exp_name": "toy", "backbone": {"type": "CNN"}, "trainer": {"seed": 0}, "ssl": {"type": "CRL"},
+              "data": {"dataset": "demo", "num_folds": 2}, "probe": {**PROBE, "type": "context"}}
+    data = FoldData(_toy_split(0, (0, 1)), _toy_split(1, (2, 3)), _toy_split(2, (4, 5)))
+    scores = probe_encoder(StdEncoder(), {"mean": 0.0, "std": 1.0}, data, config, 1, "cpu", paradigm="CRL")
+    out = tmp_path / "results" / "toy_context-probe"
+    assert scores["classifier"] == "context probe" and scores["n_epochs"] == 120
+    saved = load_probe(out / "probe_fold-01.pt")
+    assert saved.checkpoint["fold"] == 1 and saved.record["probe_config"]["context"]["length"] == 10
+    night = data.test.subject == 5
+    z = StdEncoder().encode(torch.from_numpy(data.test.x[night]).unsqueeze(1)).numpy()
+    with np.load(out / "predictions_fold-01.npz") as npz:
+        np.testing.assert_array_equal(saved.probabilities(z).argmax(1), npz["y_pred"][npz["subject"] == 5])
