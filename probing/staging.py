@@ -7,6 +7,9 @@
 Epochs are cut from the recording start, or from the hypnogram's first onset when a hypnogram is given.
 With a hypnogram, the metrics score the epochs the benchmark scores: scored epochs only ("Sleep stage ?"
 and "Movement time" left out), wake trimmed to 30 min before the first and after the last sleep epoch.
+For the linear and MLP probes they equal classifier_training.py's for that night. A context probe sees
+each epoch's true neighbours in the recording here, whereas a prepared night has those epochs removed,
+so near such gaps its context, and its metrics, can differ slightly.
 """
 from __future__ import annotations
 
