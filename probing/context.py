@@ -94,7 +94,6 @@ class ContextProbe(nn.Module):
 
     @torch.no_grad()
     def forward(self, z: torch.Tensor, night_id: np.ndarray, batch_size: int = 8192) -> torch.Tensor:
-        self.eval()
         index = torch.as_tensor(window_index(night_id, self.head.length), device=z.device)
         return _window_logits(self.head, (z - self.mean) / self.std, index, batch_size)
 
