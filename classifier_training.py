@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fold", help="fold number K or 'all' (default: the fold of --encoder_ckpt)")
     parser.add_argument("--gpu", default="0" if torch.cuda.is_available() else "cpu",
                         help="CUDA device index or 'cpu' (default: 0 when CUDA is available)")
-    parser.add_argument("--probe", choices=("linear", "mlp", "both"), help="probe.type override (default: the config's)")
+    parser.add_argument("--probe", choices=("linear", "mlp", "both", "context"), help="probe.type override (default: the config's)")
     parser.add_argument("--label-fraction", type=float, help="train on this fraction of the labelled epochs")
     parser.add_argument("--baseline", choices=("random", "supervised", "bandpower"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from dset.loader import load_fold
 from probing.probe import encode_fold, probe_kinds, probe_latents, with_probe
+from probing.saved_probe import checkpoint_info
 from probing.results import describe, write_results
 from training import cli
 from training.checkpoint import load_checkpoint
@@ -47,7 +48,8 @@ def run_fold(config: dict, fold: int, device, resume: bool = False, distributed:
     if config["probe"]["run_after_pretraining"]:
         for kind in probe_kinds(config["probe"]):
             with timed(times, f"probe_{kind}"):
-                scores |= probe_latents(latents, data, with_probe(config, kind), fold, device, config["ssl"]["type"])
+                scores |= probe_latents(latents, data, with_probe(config, kind), fold, device, config["ssl"]["type"],
+                                        checkpoint_info(model, ckpt["input_norm"], config, fold, config["ssl"]["type"]))
             print(f"[{config['exp_name']} fold {fold}] {kind} probe on {scores[kind]['n_epochs']} test epochs: "
                   f"{describe(scores[kind])}", flush=True)
     return scores

@@ -10,6 +10,8 @@
 #   CONFIG=Hybrid_Transformer bash benchmarks/run_gpu_benchmark.sh pipeline   # bench_pipeline.py: one config,
 #                                                     # fold 1, to early stopping, every stage timed (issue 15)
 #   bash benchmarks/run_gpu_benchmark.sh ddp          # (2 GPUs) DDP scaling and loss match, CRL CNN_Attention + Hybrid CNN
+#   bash benchmarks/run_gpu_benchmark.sh probes       # (issue 16) linear, MLP and context probes on the same latents
+#                                                     # of CRL CNN_Attention and MP CNN (quality budget), fit times
 #
 # Data: the surrogate of all 153 Sleep-EDF nights (real hypnograms and band powers, synthetic signals), made
 # on the machine from .carry/sleep-edf (make_surrogate.py + bandpower/, copied from ../shared, never committed).
@@ -124,5 +126,24 @@ ddp)
         checkpoints/$name/train_fold-01.json $name | tee -a "$OUT/ddp.jsonl"
     done
   done
+  ;;
+probes)
+  # Issue 16: CRL CNN_Attention and MP CNN pretrained at the quality stage's budget (EPOCHS x STEPS of 128, fold 1),
+  # then bench_probes.py: the linear, MLP and context probes trained on the same cached latents, with fit times;
+  # the context probe's Key Results row (results/<exp>_context-probe) from classifier_training.py.
+  STEPS=${STEPS:-250}; work=/tmp/probes; mkdir -p $work; repo=$(pwd); cd $work
+  DATASET="--set data.root_dir=$DATA"
+  for cfg in ${ONLY:-CRL_CNN_Attention MP_CNN}; do
+    config=$repo/configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json; ckpt=checkpoints/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018/ckpt_fold-01.pth
+    [ -f "$ckpt" ] || python3 $repo/train_$(echo ${cfg%%_*} | tr A-Z a-z).py --config $config --gpu 0 --fold 1 $DATASET \
+      --set trainer.max_epochs=$EPOCHS --set trainer.max_steps_per_epoch=$STEPS --set trainer.early_stopping_patience=100 \
+      --set trainer.val_period=0 --set probe.run_after_pretraining=false ${EXTRA_SET:-} > "$OUT/pretrain_$cfg.txt" 2>&1 \
+      || echo "FAILED pretraining $cfg"
+    python3 $repo/benchmarks/bench_probes.py --config $config --ckpt $ckpt --gpu 0 $DATASET --json "$OUT/probes_$cfg.json" \
+      2> "$OUT/probes_$cfg.err" | tee "$OUT/probes_$cfg.txt"
+    python3 $repo/classifier_training.py --config $config --encoder_ckpt $ckpt --probe context --gpu 0 $DATASET \
+      > "$OUT/context_$cfg.txt" 2>&1 || echo "FAILED context probe $cfg"
+  done
+  tar czf "$OUT/probes.tgz" results 2>/dev/null
   ;;
 esac

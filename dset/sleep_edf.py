@@ -95,8 +95,11 @@ def find_nights(data_dir: str | os.PathLike) -> list[Night]:
 
 
 # ----------------------------------------------------------------------------- reading one night
-def read_signal(psg: Path, channel: str):
-    """The channel as a 1-channel MNE Raw (preloaded); PrepareError for a truncated or corrupt file."""
+def read_signal(psg: Path, channel: str, resample: bool = False):
+    """The channel as a 1-channel MNE Raw (preloaded); PrepareError for a truncated or corrupt file.
+
+    A rate other than 100 Hz is a PrepareError, or with `resample` is resampled to 100 Hz by MNE.
+    """
     import mne
 
     try:
@@ -111,6 +114,8 @@ def read_signal(psg: Path, channel: str):
     if raw.ch_names != [channel]:
         available = mne.io.read_raw_edf(psg, preload=False, verbose="error").ch_names
         raise PrepareError(f"{psg.name}: channel {channel!r} not found (channels: {', '.join(available)})")
+    if raw.info["sfreq"] != FS and resample:
+        raw.resample(FS, verbose="error")
     if raw.info["sfreq"] != FS:
         raise PrepareError(f"{psg.name}: {channel} is sampled at {raw.info['sfreq']:g} Hz, expected {FS} Hz")
     return raw

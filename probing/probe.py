@@ -11,9 +11,11 @@ scored with its own classifier head instead.
     probe.type "mlp"     128 -> 256 -> 256 -> 5 with BatchNorm, ReLU, Dropout 0.5 (the seed's probe, the
                          reference's DLProjMLP), Adam with L2 weight decay in mini-batches of probe.batch_size
     probe.type "both"    the two, each in its own results folder (the default)
+    probe.type "context" a temporal model over probe.context.length latents of one night (probing/context.py)
 
 The latents stay on the device for the whole fit; an epoch synchronises with the host once (the
-validation loss that decides early stopping).
+validation loss that decides early stopping). Each trained probe is saved beside its predictions
+(results/<run>/probe_fold-0K.pt, probing/saved_probe.py).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from probing.results import results_dir, run_meta, save_fold_predictions
+from probing.saved_probe import checkpoint_info, probe_path, save_probe
 from training.checkpoint import encode_array, load_checkpoint
 from utils import STAGES
 
@@ -217,21 +220,32 @@ def encode_fold(encoder: nn.Module, input_norm: dict, data, device, test_latents
     return latents if test_latents is None else latents | {"test": test_latents}
 
 
-def probe_latents(latents: dict, data, config: dict, fold: int, device, paradigm: str) -> dict[str, dict]:
-    """Fit every configured probe on a fold's latents, save its test predictions; return {kind: fold metrics}.
-
-    Each probe writes to its own results folder, results_dir(with_probe(config, kind)).
-    """
+def probe_latents(latents: dict, data, config: dict, fold: int, device, paradigm: str,
+                  checkpoint: dict | None = None) -> dict[str, dict]:
+    """Fit every configured probe on a fold's latents, save its test predictions and the probe itself;
+    return {kind: fold metrics}. Each probe writes to its own results folder, results_dir(with_probe(config, kind)).
+    `checkpoint`: what the saved probe records of its encoder (checkpoint_info), or None to save no probe."""
     seed = config["trainer"]["seed"] + fold
     labelled = label_subset(data.train.y, config["probe"]["label_fraction"], seed)
     scores = {}
     for kind in probe_kinds(config["probe"]):
         run = with_probe(config, kind)
-        probe, summary = fit_probe(latents["train"][labelled], data.train.y[labelled], latents["val"], data.val.y,
-                                   run["probe"], seed=seed, device=device, z_stats=latents["train"])
+        if kind == "context":
+            from probing.context import fit_context_probe, predict_context
+
+            probe, summary = fit_context_probe(latents["train"], data.train, labelled, latents["val"], data.val,
+                                               run["probe"], seed=seed, device=device)
+            y_pred = predict_context(probe, latents["test"], data.test, device)
+        else:
+            probe, summary = fit_probe(latents["train"][labelled], data.train.y[labelled], latents["val"], data.val.y,
+                                       run["probe"], seed=seed, device=device, z_stats=latents["train"])
+            y_pred = predict(probe, latents["test"], device)
         meta = run_meta(run, paradigm, config["backbone"]["type"], f"{kind} probe", config["probe"]["label_fraction"])
-        y_pred = predict(probe, latents["test"], device)
-        scores[kind] = save_fold_predictions(results_dir(run), fold, data.test, y_pred, meta | {"probe": kind, **summary})
+        out_dir = results_dir(run)
+        scores[kind] = save_fold_predictions(out_dir, fold, data.test, y_pred, meta | {"probe": kind, **summary})
+        if checkpoint is not None:
+            save_probe(probe_path(out_dir, fold), probe.head, {"mean": probe.mean, "std": probe.std}, run["probe"],
+                       checkpoint)
     return scores
 
 
@@ -243,7 +257,8 @@ def probe_encoder(encoder: nn.Module, input_norm: dict, data, config: dict, fold
     the test split already encoded by this encoder (the pipeline's embeddings), else it is encoded here.
     """
     latents = encode_fold(encoder, input_norm, data, device, test_latents)
-    return probe_latents(latents, data, config, fold, device, paradigm)
+    return probe_latents(latents, data, config, fold, device, paradigm,
+                         checkpoint_info(encoder, input_norm, config, fold, paradigm))
 
 
 def score_supervised(model: nn.Module, input_norm: dict, data, config: dict, fold: int, device) -> dict:

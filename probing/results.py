@@ -32,12 +32,12 @@ PARADIGM_ORDER = ("CRL", "MP", "Hybrid", "Supervised", "Random init", "Band powe
 
 
 def results_dir(config: dict) -> Path:
-    """results/<exp_name>[_mlp-probe][_labels-F]; a supervised model is scored by its own head."""
+    """results/<exp_name>[_mlp-probe | _context-probe][_labels-F]; a supervised model is scored by its own head."""
     name = config["exp_name"]
     if config["ssl"]["type"] != "Supervised":
-        if config["probe"]["type"] not in ("linear", "mlp"):
+        if config["probe"]["type"] not in ("linear", "mlp", "context"):
             raise ValueError(f"probe.type {config['probe']['type']!r}: one folder per probe; pass "
-                             "probing.probe.with_probe(config, 'linear' or 'mlp')")
+                             "probing.probe.with_probe(config, 'linear', 'mlp' or 'context')")
         if config["probe"]["type"] != "linear":
             name += f"_{config['probe']['type']}-probe"
         if config["probe"]["label_fraction"] < 1:
@@ -170,19 +170,28 @@ def plot_confusion(pooled: dict, classifier: str) -> bytes:
 HYPNOGRAM_ORDER = ("W", "REM", "N1", "N2", "N3")  # top to bottom, as clinicians draw it
 
 
-def plot_hypnogram(y_true: np.ndarray, y_pred: np.ndarray, title: str, epoch_s: float = 30.0) -> bytes:
-    """True and predicted stages of one night as step plots, W at the top and N3 at the bottom."""
-    level = np.array([HYPNOGRAM_ORDER.index(s) for s in STAGES])  # label -> row on the y-axis
-    hours = np.arange(len(y_true) + 1) * epoch_s / 3600
-    fig = Figure(figsize=(12, 4.5))
-    axes = fig.subplots(2, 1, sharex=True)
-    for ax, labels, name, color in zip(axes, (y_true, y_pred), ("true", "predicted"), ("black", "tab:blue")):
-        rows = level[labels]
+def plot_hypnogram(y_true: np.ndarray | None, y_pred: np.ndarray, title: str, epoch_s: float = 30.0) -> bytes:
+    """True and predicted stages of one night as step plots, W at the top and N3 at the bottom.
+
+    Without y_true only the prediction is drawn; true labels < 0 (unscored) are left blank and not scored.
+    """
+    level = np.array([HYPNOGRAM_ORDER.index(s) for s in STAGES], dtype=float)  # label -> row on the y-axis
+    hours = np.arange(len(y_pred) + 1) * epoch_s / 3600
+    panels = [(y_pred, "predicted", "tab:blue")] if y_true is None else [(y_true, "true", "black"),
+                                                                          (y_pred, "predicted", "tab:blue")]
+    fig = Figure(figsize=(12, 2.25 * len(panels)))
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
+    for ax, (labels, name, color) in zip(axes, panels):
+        rows = np.where(labels >= 0, level[np.maximum(labels, 0)], np.nan)
         ax.step(hours, np.append(rows, rows[-1]), where="post", color=color, linewidth=1)
         ax.set(yticks=range(len(HYPNOGRAM_ORDER)), yticklabels=HYPNOGRAM_ORDER, ylim=(len(HYPNOGRAM_ORDER) - 0.5, -0.5),
                ylabel=name)
     axes[-1].set_xlabel("time (h)")
-    fig.suptitle(f"{title}: accuracy {np.mean(y_true == y_pred):.3f} over {len(y_true)} epochs")
+    if y_true is None:
+        fig.suptitle(f"{title}: {len(y_pred)} epochs")
+    else:
+        scored = y_true >= 0
+        fig.suptitle(f"{title}: accuracy {np.mean(y_true[scored] == y_pred[scored]):.3f} over {scored.sum()} scored epochs")
     return _png(fig)
 
 

@@ -118,7 +118,8 @@ def test_probe_fold_writes_predictions_and_pooled_results(tmp_path, monkeypatch)
              for k in (1, 2)]
     assert folds[0]["fold"] == 1 and folds[0]["classifier"] == "linear probe" and folds[0]["accuracy"] > 0.9
     out = tmp_path / "results" / "toy"
-    assert sorted(p.name for p in out.iterdir()) == ["predictions_fold-01.npz", "predictions_fold-02.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["predictions_fold-01.npz", "predictions_fold-02.npz",
+                                                         "probe_fold-01.pt", "probe_fold-02.pt"]
     with np.load(out / "predictions_fold-02.npz") as npz:
         assert npz["y_true"].shape == npz["y_pred"].shape == npz["subject"].shape == (120,)
 

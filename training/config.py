@@ -73,7 +73,9 @@ SCHEMA = {
         },
     },
     "probe": {
-        "type": Field(str, "both", choices=("linear", "mlp", "both"), doc="'both': each in its own results folder"),
+        "type": Field(str, "both", choices=("linear", "mlp", "both", "context"),
+                      doc="'both': linear and MLP, each in its own results folder; context: a temporal model over "
+                          "probe.context.length latents of one night"),
         "epochs": Field(int, 100, min=1, doc="most probe epochs (one validation each)"),
         "batch_size": Field(int, 1024, min=2, doc="MLP mini-batch; the linear probe is full-batch L-BFGS"),
         "learning_rate": Field(float, 1e-3, min=0, max=1, doc="MLP (Adam)"),
@@ -84,6 +86,15 @@ SCHEMA = {
                                                  "false: raw latents, as the reference"),
         "label_fraction": Field(float, 1.0, min=0.0001, max=1),
         "run_after_pretraining": Field(bool, True),
+        "context": {  # probe.type "context" only (probing/context.py)
+            "length": Field(int, 10, min=1, doc="latents per window, centred on the epoch (SleePyCo: 10)"),
+            "model": Field(str, "transformer", choices=("transformer", "gru")),
+            "hidden_dim": Field(int, 128, min=2),
+            "layers": Field(int, 2, min=1),
+            "heads": Field(int, 4, min=1, doc="attention heads (transformer); must divide hidden_dim"),
+            "dropout": Field(float, 0.1, min=0, max=0.9),
+            "batch_size": Field(int, 1024, min=1, doc="windows per step"),
+        },
     },
 }
 
