@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+from dset.loader import resolve_folds
 from utils import ConfigError, Field, apply_overrides, fill_defaults, read_config_file, validate
 
 SSL_TYPES = ("CRL", "MP", "Hybrid", "Supervised")
@@ -53,13 +54,14 @@ SCHEMA = {
         "seed": Field(int, 42),
     },
     "data": {
-        "dataset": Field(str, "Sleep-EDF-2018", choices=("Sleep-EDF-2018", "demo")),
+        "dataset": Field(str, "Sleep-EDF-2018", choices=("Sleep-EDF-2018", "Sleep-EDF-2013", "demo"),
+                         doc="Sleep-EDF-2013 = subjects 0-19 of the same prepared nights (data.root_dir unchanged)"),
         "root_dir": Field(str, "dset/Sleep-EDF-2018/npz/Fpz-Cz", doc="folder of prepared NPZ nights"),
-        "splits": Field(str, "dset/Sleep-EDF-2018/splits.json", doc="subject-wise folds (JSON)"),
+        "splits": Field(str, None, nullable=True, doc="subject-wise folds (JSON); null = dset/<dataset>/splits.json"),
         "channel": Field(str, "EEG Fpz-Cz"),
         "sampling_rate": Field(int, 100, choices=(100,)),
         "epoch_duration": Field(int, 30, choices=(30,)),
-        "num_folds": Field(int, 10, min=1),
+        "num_folds": Field(int, None, min=1, nullable=True, doc="null = the splits file's number of folds"),
         "masking": Field(str, "span", choices=("random", "span", "token")),
         "masking_ratio": Field(float, 0.5, min=0, max=0.95),
         "mask_span": Field(int, 50, min=1, doc="samples per span for masking='span'"),
@@ -98,6 +100,10 @@ def load_config(path, overrides: list[str] | None = None) -> dict:
     if problems:
         raise ConfigError(problems, path)
     config = fill_defaults(raw, SCHEMA)
+    try:
+        config["data"] = resolve_folds(config["data"])
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError([str(exc)], path) from None
     from models.main_model import BACKBONES
 
     params = config["backbone"].get("params", {})
