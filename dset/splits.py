@@ -30,8 +30,11 @@ def dataset_splits(dataset: str) -> Path:
 
 def check_splits(splits: dict, name: str = "splits") -> None:
     """ValueError naming the subject and fold unless each fold's splits are disjoint and every subject is tested once."""
+    folds = splits.get("folds")
+    if not isinstance(folds, dict) or not all(isinstance(f, dict) and set(f) == set(PARTS) for f in folds.values()):
+        raise ValueError(f'{name}: needs "folds": {{"1": {{"train": [ids], "val": [ids], "test": [ids]}}, ...}}')
     tested = {}
-    for k, fold in splits["folds"].items():
+    for k, fold in folds.items():
         seen = {}
         for part in PARTS:
             for subject in fold[part]:
@@ -42,7 +45,7 @@ def check_splits(splits: dict, name: str = "splits") -> None:
             if subject in tested:
                 raise ValueError(f"{name}: subject {subject} is tested in fold {tested[subject]} and again in fold {k}")
             tested[subject] = k
-    for k, fold in splits["folds"].items():
+    for k, fold in folds.items():
         never = sorted((set(fold["train"]) | set(fold["val"])) - set(tested))
         if never:
             raise ValueError(f"{name}: subject {never[0]} (in fold {k}) is never tested; each subject must be tested once")

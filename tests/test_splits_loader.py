@@ -103,6 +103,7 @@ def test_an_explicit_num_folds_must_match_the_file():
      r"subject 1 is tested in fold 1 and again in fold 2"),
     ({"1": {"train": [2], "val": [3], "test": [0, 1]}, "2": {"train": [0, 3], "val": [1], "test": [2]}},
      r"subject 3 \(in fold 1\) is never tested"),
+    ({"1": {"train": [2], "test": [0, 1]}}, r'needs "folds": \{"1": \{"train"'),
 ])
 def test_a_bad_splits_file_is_refused_naming_the_subject_and_fold(tmp_path, folds, message):
     path = tmp_path / "splits.json"
