@@ -78,7 +78,8 @@ def resolve_folds(data_cfg: dict) -> dict:
     """A copy of `data_cfg` with a null data.splits set to the dataset's file and a null data.num_folds to its
     number of folds. The file is read (and checked) when it exists; it may be absent (the demo's, not yet made)
     only if data.num_folds is set."""
-    data_cfg = dict(data_cfg, splits=data_cfg.get("splits") or str(dataset_splits(data_cfg["dataset"]).relative_to(REPO_ROOT)))
+    own = str(dataset_splits(data_cfg["dataset"]).relative_to(REPO_ROOT))
+    data_cfg = dict(data_cfg, splits=data_cfg.get("splits") or own)
     if data_cfg.get("num_folds") is None or splits_path(data_cfg).is_file():
         data_cfg["num_folds"] = len(read_splits(data_cfg)["folds"])
     return data_cfg

@@ -33,6 +33,8 @@ def check_splits(splits: dict, name: str = "splits") -> None:
     folds = splits.get("folds")
     if not isinstance(folds, dict) or not all(isinstance(f, dict) and set(f) == set(PARTS) for f in folds.values()):
         raise ValueError(f'{name}: needs "folds": {{"1": {{"train": [ids], "val": [ids], "test": [ids]}}, ...}}')
+    if splits.get("num_folds", len(folds)) != len(folds):
+        raise ValueError(f"{name}: num_folds is {splits['num_folds']} but it holds {len(folds)} folds")
     tested = {}
     for k, fold in folds.items():
         seen = {}
