@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dset.splits import check_splits, dataset_splits
 from utils import REPO_ROOT
 
 EPOCH_SAMPLES = 3000
@@ -53,16 +54,35 @@ def resolve(path: str | os.PathLike) -> Path:
     return REPO_ROOT / path if (REPO_ROOT / path).exists() else path
 
 
+def splits_path(data_cfg: dict) -> Path:
+    """data.splits, or when it is null (or absent) the dataset's own file dset/<data.dataset>/splits.json."""
+    return resolve(data_cfg.get("splits") or dataset_splits(data_cfg["dataset"]))
+
+
 def read_splits(data_cfg: dict) -> dict:
-    """The splits JSON of `data_cfg["splits"]`, checked against the config's dataset and num_folds."""
-    path = resolve(data_cfg["splits"])
+    """The splits JSON of `data_cfg` (see splits_path), checked (check_splits) and matched to data.dataset and
+    data.num_folds (unless null)."""
+    path = splits_path(data_cfg)
     if not path.is_file():
-        raise FileNotFoundError(f"data.splits: {data_cfg['splits']} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+        raise FileNotFoundError(f"data.splits: {path} not found (looked in {Path.cwd()} and {REPO_ROOT})")
     splits = json.loads(path.read_text())
     for key in ("dataset", "num_folds"):
-        if key in data_cfg and splits.get(key) != data_cfg[key]:
-            raise ValueError(f"data.{key} is {data_cfg[key]!r} but {path} was made for {key} {splits.get(key)!r}")
+        if data_cfg.get(key) is not None and splits.get(key) != data_cfg[key]:
+            raise ValueError(f"data.{key} is {data_cfg[key]!r} but {path} was made for {key} {splits.get(key)!r} "
+                             "(null data.splits and data.num_folds follow data.dataset)")
+    check_splits(splits, str(path))
     return splits
+
+
+def resolve_folds(data_cfg: dict) -> dict:
+    """A copy of `data_cfg` with a null data.splits set to the dataset's file and a null data.num_folds to its
+    number of folds. The file is read (and checked) when it exists; it may be absent (the demo's, not yet made)
+    only if data.num_folds is set."""
+    own = str(dataset_splits(data_cfg["dataset"]).relative_to(REPO_ROOT))
+    data_cfg = dict(data_cfg, splits=data_cfg.get("splits") or own)
+    if data_cfg.get("num_folds") is None or splits_path(data_cfg).is_file():
+        data_cfg["num_folds"] = len(read_splits(data_cfg)["folds"])
+    return data_cfg
 
 
 def night_files(root_dir: Path, subjects) -> list[tuple[int, int, Path]]:
@@ -112,9 +132,9 @@ def load_split(data_cfg: dict, subjects) -> Split:
 
 
 def load_fold(data_cfg: dict, fold: int) -> FoldData:
-    """Train, validation and test splits of fold `fold` (1..num_folds) of `data_cfg["splits"]`."""
+    """Train, validation and test splits of fold `fold` (1..num_folds) of the config's splits file."""
     folds = read_splits(data_cfg)["folds"]
     if str(fold) not in folds:
-        raise ValueError(f"fold {fold} is not in {data_cfg['splits']} (folds {', '.join(folds)})")
+        raise ValueError(f"fold {fold} is not in {splits_path(data_cfg)} (folds {', '.join(folds)})")
     parts = folds[str(fold)]
     return FoldData(*(load_split(data_cfg, parts[name]) for name in ("train", "val", "test")))

@@ -38,9 +38,11 @@ def write_tiny_dataset(root):
         np.savez(npz_dir / f"SC4{s:02d}1E0.npz", x=x.astype(np.float32), y=y.astype(np.int64), fs=100,
                  ch_label="EEG Fpz-Cz", subject=s, night=1, start_time="1989-04-24T16:13:00",
                  onsets=np.arange(EPOCHS_PER_NIGHT) * 30.0, psg_file="x", hypnogram_file="y")
-    splits = {"dataset": "demo", "num_folds": 2, "seed": 0, "folds": {
+    splits = {"dataset": "demo", "num_folds": 4, "seed": 0, "folds": {   # every subject tested once (dset/splits.py)
         "1": {"train": [0, 1, 2, 3, 4], "val": [5], "test": [6, 7]},
-        "2": {"train": [2, 3, 4, 6, 7], "val": [5], "test": [0, 1]}}}
+        "2": {"train": [2, 3, 4, 6, 7], "val": [5], "test": [0, 1]},
+        "3": {"train": [0, 1, 4, 6, 7], "val": [5], "test": [2, 3]},
+        "4": {"train": [0, 1, 2, 3, 6], "val": [7], "test": [4, 5]}}}
     (root / "splits.json").write_text(json.dumps(splits))
     return npz_dir, root / "splits.json"
 
@@ -58,7 +60,7 @@ def make_config(workdir, paradigm="MP", backbone="CNN", **trainer):
     config["exp_name"] = f"test_{paradigm}_{backbone}"
     config["backbone"] = {"type": backbone, "params": {}}
     config["ssl"]["type"] = paradigm
-    config["data"].update({"root_dir": str(npz_dir), "splits": str(splits), "num_folds": 2,
+    config["data"].update({"root_dir": str(npz_dir), "splits": str(splits), "num_folds": 4,
                            "masking": "token" if backbone == "Transformer" else "span"})
     config["trainer"].update({"batch_size": 16, "max_epochs": 2, "val_period": 2, "early_stopping_patience": 50,
                               "val_batch_size": 64, **trainer})

@@ -217,7 +217,7 @@ def test_checkpoint_of_another_architecture_fold_or_paradigm_is_refused(tmp_path
 # ----------------------------------------------------------------------------- CLI
 def test_cli_probes_a_checkpoint_and_runs_baselines_on_a_tiny_dataset(tmp_path, monkeypatch, capsys):
     from classifier_training import main
-    from tests.test_engine import make_config, write_tiny_dataset  # 8 subjects, 2 folds, prepared NPZ
+    from tests.test_engine import make_config, write_tiny_dataset  # 8 subjects, 4 folds, prepared NPZ
     from training.config import load_config
 
     npz_dir, splits = write_tiny_dataset(tmp_path / "data")
@@ -230,7 +230,7 @@ def test_cli_probes_a_checkpoint_and_runs_baselines_on_a_tiny_dataset(tmp_path, 
     metrics = json.loads((tmp_path / "results" / "test_CRL_CNN" / "metrics.json").read_text())
     assert metrics["folds"] == [2] and metrics["n_epochs"] == 48 and metrics["classifier"] == "linear probe"
     main(cli + ["--fold", "all", "--baseline", "bandpower"])
-    assert json.loads((tmp_path / "results" / "Baseline_bandpower_demo" / "metrics.json").read_text())["n_folds"] == 2
+    assert json.loads((tmp_path / "results" / "Baseline_bandpower_demo" / "metrics.json").read_text())["n_folds"] == 4
     main(cli + ["--fold", "1", "--baseline", "random", "--label-fraction", "0.5"])
     random_init = json.loads((tmp_path / "results" / "test_CRL_CNN_random-init_labels-0.5" / "metrics.json")
                              .read_text())

@@ -5,8 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dset.loader import Split, load_fold, load_split, read_splits
-from dset.splits import SLEEP_EDF_2018_SPLITS, SLEEP_EDF_2018_SUBJECTS, main, make_splits, splits_json, write_splits
+from dset.loader import Split, load_fold, load_split, read_splits, resolve_folds
+from dset.splits import SLEEP_EDF_2018_SUBJECTS, main, make_splits, write_splits
+from training.config import SCHEMA
+from utils import fill_defaults
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 
 def test_sleep_edf_2018_has_78_subjects():
@@ -40,14 +44,73 @@ def test_seed_changes_the_folds_and_n_val_is_respected():
         make_splits(range(20), 30)
 
 
-def test_committed_splits_regenerate_identically(tmp_path):
-    committed = SLEEP_EDF_2018_SPLITS.read_text()
-    assert splits_json(make_splits(SLEEP_EDF_2018_SUBJECTS, 10, seed=0)) == committed
-    main(["--out", str(tmp_path / "splits.json")])
-    assert (tmp_path / "splits.json").read_text() == committed
-    data = json.loads(committed)
-    assert (data["dataset"], data["num_folds"], data["seed"]) == ("Sleep-EDF-2018", 10, 0)
-    assert len(committed.splitlines()) < 60                                 # one line per subject list
+def test_random_folds_need_the_random_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "splits.json")])
+    assert "--random" in capsys.readouterr().err
+    main(["--random", "--subjects", "0-9", "--num-folds", "5", "--dataset", "demo", "--out", str(tmp_path / "splits.json")])
+    assert read_splits({"splits": str(tmp_path / "splits.json"), "dataset": "demo", "num_folds": 5})["seed"] == 0
+
+
+# ----------------------------------------------------------------------------- SleePyCo's folds
+def _default_data(**overrides) -> dict:
+    """The data section of a config that sets nothing but `overrides`, with splits and num_folds resolved."""
+    return resolve_folds(fill_defaults(overrides, SCHEMA["data"]))
+
+
+def test_default_folds_are_sleepycos():
+    data = _default_data()
+    assert (data["splits"], data["num_folds"]) == ("dset/Sleep-EDF-2018/splits.json", 10)
+    fold_1 = read_splits(data)["folds"]["1"]
+    assert fold_1["test"] == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert fold_1["val"] == [8, 12, 18, 26, 30, 58, 63]
+    assert len(fold_1["train"]) == 63 and not {39, 68, 69, 78, 79} & set(fold_1["train"])
+
+
+def test_sleep_edf_2013_is_leave_one_subject_out_of_subjects_0_to_19():
+    data = _default_data(dataset="Sleep-EDF-2013")
+    assert (data["splits"], data["num_folds"], data["root_dir"]) == (
+        "dset/Sleep-EDF-2013/splits.json", 20, "dset/Sleep-EDF-2018/npz/Fpz-Cz")
+    folds = read_splits(data)["folds"]
+    assert folds["1"]["test"] == [0] and folds["1"]["val"] == [1, 6]
+    assert all(fold["test"] == [k - 1] and set(fold["train"]) | set(fold["val"]) | {k - 1} == set(range(20))
+               for k, fold in ((int(k), f) for k, f in folds.items()))
+
+
+@pytest.mark.parametrize("dataset", ["Sleep-EDF-2018", "Sleep-EDF-2013"])
+def test_every_fold_matches_sleepycos_published_file(dataset):
+    reference = REFERENCE / f"sleepyco_folds_{dataset.lower()}.json"
+    if not reference.is_file():
+        pytest.skip(f"{reference} is absent (only present in the development workplace)")
+    published = json.loads(reference.read_text())
+    ours = read_splits(_default_data(dataset=dataset))
+    assert (ours["dataset"], ours["num_folds"]) == (published["dataset"], published["num_folds"])
+    assert "SleePyCo" in ours["source"] and f"idx_{dataset}.npy" in ours["source"]
+    assert list(ours["folds"]) == list(published["folds"])
+    for k, fold in published["folds"].items():
+        assert {part: sorted(ids) for part, ids in fold.items()} == ours["folds"][k], f"fold {k}"
+
+
+def test_an_explicit_num_folds_must_match_the_file():
+    with pytest.raises(ValueError, match="data.num_folds is 5 but .*Sleep-EDF-2013.*num_folds 20"):
+        _default_data(dataset="Sleep-EDF-2013", num_folds=5)
+
+
+@pytest.mark.parametrize("folds, message", [
+    ({"1": {"train": [2, 3], "val": [3], "test": [0, 1]}, "2": {"train": [0], "val": [1], "test": [2, 3]}},
+     r"subject 3 is in both train and val of fold 1"),
+    ({"1": {"train": [2], "val": [3], "test": [0, 1]}, "2": {"train": [0], "val": [3], "test": [1, 2]}},
+     r"subject 1 is tested in fold 1 and again in fold 2"),
+    ({"1": {"train": [2], "val": [3], "test": [0, 1]}, "2": {"train": [0, 3], "val": [1], "test": [2]}},
+     r"subject 3 \(in fold 1\) is never tested"),
+    ({"1": {"train": [2], "test": [0, 1]}}, r'needs "folds": \{"1": \{"train"'),
+])
+def test_a_bad_splits_file_is_refused_naming_the_subject_and_fold(tmp_path, folds, message):
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"dataset": "demo", "num_folds": 2, "folds": folds}))
+    with pytest.raises(ValueError, match=message) as error:
+        read_splits({"splits": str(path), "dataset": "demo", "num_folds": 2})
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
 
 
 # ----------------------------------------------------------------------------- loader

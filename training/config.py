@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+from dset.loader import resolve_folds
 from models.main_model import BACKBONES, HEAD_PARAMS, SSL_TYPES, backbone_params, backbone_problems
 from models.masking import INPUT_MASKINGS
 from utils import ConfigError, Field, apply_overrides, fill_defaults, read_config_file, validate
@@ -48,13 +49,14 @@ SCHEMA = {
         "seed": Field(int, 42),
     },
     "data": {
-        "dataset": Field(str, "Sleep-EDF-2018", choices=("Sleep-EDF-2018", "demo")),
+        "dataset": Field(str, "Sleep-EDF-2018", choices=("Sleep-EDF-2018", "Sleep-EDF-2013", "demo"),
+                         doc="Sleep-EDF-2013 = subjects 0-19 of the same prepared nights (data.root_dir unchanged)"),
         "root_dir": Field(str, "dset/Sleep-EDF-2018/npz/Fpz-Cz", doc="folder of prepared NPZ nights"),
-        "splits": Field(str, "dset/Sleep-EDF-2018/splits.json", doc="subject-wise folds (JSON)"),
+        "splits": Field(str, None, nullable=True, doc="subject-wise folds (JSON); null = dset/<dataset>/splits.json"),
         "channel": Field(str, "EEG Fpz-Cz"),
         "sampling_rate": Field(int, 100, choices=(100,)),
         "epoch_duration": Field(int, 30, choices=(30,)),
-        "num_folds": Field(int, 10, min=1),
+        "num_folds": Field(int, None, min=1, nullable=True, doc="null = the splits file's number of folds"),
         "masking": Field(str, "span", choices=(*INPUT_MASKINGS, "token")),
         "masking_ratio": Field(float, 0.5, min=0, max=0.95),
         "mask_span": Field(int, 50, min=1, doc="samples per span for masking='span'"),
@@ -115,5 +117,9 @@ def load_config(path, overrides: list[str] | None = None) -> dict:
         backbone = BACKBONES[kind](**config["backbone"]["params"], build_decoder=False)
         if problem := backbone.token_masking_problem(data["masking_ratio"]):
             raise ConfigError([f"data.masking: {problem}"], path)
+    try:
+        config["data"] = resolve_folds(config["data"])
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError([str(exc)], path) from None
     config["_source"] = str(path)
     return config
