@@ -17,13 +17,16 @@ AUGMENTATIONS = ("band_stop", "time_shift", "time_warp", "permutation", "zero_ma
 REFERENCE_BUG = "reproduces a reference bug"  # marks switches whose non-default value exists only to reproduce the seed
 
 
-def _no_repeats(names: list) -> str | None:
+def _augmentation_order_problem(names: list) -> str | None:
+    unknown = [name for name in names if name not in AUGMENTATIONS]
     repeated = sorted({name for name in names if names.count(name) > 1})
+    if unknown:
+        return f"{unknown} not among the augmentations {list(AUGMENTATIONS)}"
     return f"{repeated} named more than once" if repeated else None
 
 
 AUGMENTATION_SCHEMA = {  # defaults: the reference's transform.py, applied in its order (loader.py)
-    "order": Field(list, list(AUGMENTATIONS), item=Field(str, choices=AUGMENTATIONS), check=_no_repeats,
+    "order": Field(list, list(AUGMENTATIONS), check=_augmentation_order_problem,
                    doc="augmentations applied, in this order; one not named is not applied"),
     "band_stop": {"p": Field(float, 0.5, min=0, max=1), "min_freq": Field(float, 0.5, min=0),
                   "max_freq": Field(float, 30.0, min=0), "bandwidth": Field(float, 2.0, min=0.1)},
