@@ -1,5 +1,7 @@
 """training/augmentations.py: each augmentation's effect, the reference's bounds and order (its transform.py
 and loader.py), the per-sample Bernoulli(p), seeding, dtypes."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -7,7 +9,7 @@ import torch
 
 from training.augmentations import (Augmenter, band_stop, cutout_resize, permutation, time_shift, time_warp,
                                     zero_masking)
-from training.config import AUGMENTATION_SCHEMA
+from training.config import load_config
 from utils import ConfigError
 
 FS, T = 100, 3000
@@ -184,6 +186,14 @@ def test_bad_config_and_input_are_named():
         Augmenter({"time_shift": {"fill": "reflect"}})
     with pytest.raises(ValueError, match="B, C, T"):
         Augmenter(full_config(0.5))(torch.zeros(4, T))
+
+
+def test_a_config_with_a_bad_order_is_refused_naming_the_key():
+    config = Path(__file__).resolve().parents[1] / "configs" / "DLPROJ_pretrain_CRL_CNN_Sleep-EDF-2018.json"
+    with pytest.raises(ConfigError, match=r"ssl\.params\.augmentations\.order: \['band_stop'\] named more than once"):
+        load_config(config, ['ssl.params.augmentations.order=["band_stop", "time_shift", "band_stop"]'])
+    with pytest.raises(ConfigError, match=r"ssl\.params\.augmentations\.zero_masking\.max_ratio: unknown key"):
+        load_config(config, ["ssl.params.augmentations.zero_masking.max_ratio=0.2"])  # renamed: max_length_s
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
