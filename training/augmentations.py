@@ -1,7 +1,7 @@
 """Batched, on-device EEG augmentations for contrastive pre-training (CRL and Hybrid).
 
 Each augmentation maps a batch x (B, C, T) and per-sample uniforms u (B, k) in [0, 1) to an
-augmented batch of the same shape, dtype and device. All are pure tensor programs (FFT masks,
+augmented batch of the same shape, dtype and device. All are pure tensor programs (FFT filtering,
 gathers, repeat_interleave, linear interpolation): no per-sample Python loop, no NumPy, no
 host-device synchronisation, so they run inside the training step on the GPU instead of in
 data-loader workers. `Augmenter` draws all the uniforms of a batch in one torch.rand on x's
@@ -14,7 +14,7 @@ device, from an optional torch.Generator (seeded: reproducible).
     time_warp      stretch segment k of n_segments by r_k ~ U[min_scale, max_scale], then resample the
                    warped signal back to T samples (piecewise-linear time map)
     permutation    split into n_segments (np.array_split lengths) and reorder them randomly
-    zero_masking   zero one contiguous span of 0..floor(max_length_s * fs) samples at a uniform start
+    zero_masking   zero one contiguous span of 0..round(max_length_s * fs) samples at a uniform start
     cutout_resize  drop one of n_segments and stretch the rest back to T samples
 
 `Augmenter` applies those named in the config's `order` (default: all six in the reference's order,

@@ -13,7 +13,8 @@ from models.main_model import BACKBONES, HEAD_PARAMS, SSL_TYPES, backbone_params
 from models.masking import INPUT_MASKINGS
 from utils import ConfigError, Field, apply_overrides, fill_defaults, read_config_file, validate
 
-AUGMENTATIONS = ("band_stop", "time_shift", "time_warp", "permutation", "zero_masking", "cutout_resize")  # the reference's order
+# the augmentations in the reference's order (loader.py: Compose of transform.py)
+AUGMENTATIONS = ("band_stop", "time_shift", "time_warp", "permutation", "zero_masking", "cutout_resize")
 REFERENCE_BUG = "reproduces a reference bug"  # marks switches whose non-default value exists only to reproduce the seed
 
 
