@@ -1,11 +1,15 @@
-"""training/augmentations.py: each augmentation's effect, the per-sample Bernoulli(p), seeding, dtypes."""
+"""training/augmentations.py: each augmentation's effect, the reference's bounds and order (its transform.py
+and loader.py), the per-sample Bernoulli(p), seeding, dtypes."""
+from pathlib import Path
+
 import numpy as np
 import pytest
+import scipy.signal
 import torch
 
 from training.augmentations import (Augmenter, band_stop, cutout_resize, permutation, time_shift, time_warp,
                                     zero_masking)
-from training.config import AUGMENTATION_SCHEMA
+from training.config import load_config
 from utils import ConfigError
 
 FS, T = 100, 3000
@@ -27,65 +31,87 @@ def uniforms(B=16, k=1, dtype=torch.float64, seed=0):
     return torch.rand(B, k, generator=generator(seed), dtype=dtype)
 
 
-def test_band_stop_zeroes_one_band_and_keeps_the_rest():
-    x, u, bandwidth = noise(dtype=torch.float64), uniforms(), 2.0
-    out = band_stop(x, u, fs=FS, min_freq=0.5, max_freq=30.0, bandwidth=bandwidth)
-    before, after = torch.fft.rfft(x[:, 0]), torch.fft.rfft(out[:, 0])
-    freqs = np.fft.rfftfreq(T, 1 / FS)
-    stopped = after.abs() < 1e-9 * before.abs().max()
-    for b in range(x.shape[0]):
-        band = freqs[stopped[b].numpy()]
-        assert 0 <= band.min() - (0.5 + 29.5 * u[b].item()) < 1 / 30  # starts at f0 (to one bin)
-        assert band.max() - band.min() == pytest.approx(bandwidth, abs=2 / 30)  # bins are 1/30 Hz apart
-        assert len(band) == pytest.approx(bandwidth * T / FS, abs=1)  # contiguous
-    assert torch.allclose(after[~stopped], before[~stopped], rtol=1e-9, atol=1e-9)
+REFERENCE_ORDER = ["band_stop", "time_shift", "time_warp", "permutation", "zero_masking", "cutout_resize"]
 
 
-def test_time_shift_is_a_circular_roll_by_the_drawn_offset():
-    x, max_shift = noise(B=5), 50
-    shifts = torch.tensor([-50, -7, 0, 13, 50])
-    u = (shifts + max_shift + 0.5).double().unsqueeze(1) / (2 * max_shift + 1)  # the u that draws these shifts
-    out = time_shift(x, u, fs=FS, max_shift_s=max_shift / FS)
-    for b, s in enumerate(shifts.tolist()):
+def only(name, **params):
+    """An Augmenter applying `name` alone, always, with the default (reference) parameters unless given."""
+    return Augmenter({"order": [name], name: {"p": 1.0, **params}})
+
+
+def test_band_stop_is_the_references_causal_iir_notch():
+    x, u = noise(B=6, dtype=torch.float64), uniforms(6)
+    out = band_stop(x, u, fs=FS, min_freq=0.5, max_freq=30.0, bandwidth=2.0)
+    for b in range(6):
+        centre = 0.5 + 29.5 * u[b].item() + 1.0  # low + width / 2
+        numerator, denominator = scipy.signal.iirnotch(centre, centre / 2.0, fs=FS)
+        expected = scipy.signal.lfilter(numerator, denominator, x[b].numpy())
+        assert np.abs(out[b].numpy() - expected).max() < 1e-9
+
+
+def test_time_shift_fills_zeros_within_300_samples():
+    x = ramp(B=3) + 1  # x[t] = t + 1: no zeros of its own, the shift readable from any kept sample
+    augment = only("time_shift")
+    u = torch.tensor([[0.0, 0.0], [0.0, 0.5], [0.0, 1 - 1e-12]], dtype=torch.float64)  # shifts -300, 0, 300
+    out = augment.apply(x, u)[:, 0]
+    for b, shift in enumerate([-300, 0, 300]):
+        kept = out[b] != 0
+        assert kept.sum() == T - abs(shift)  # zeros, not wrapped samples
+        t = kept.nonzero().flatten()
+        assert torch.equal(out[b, t], t + 1.0 - shift)  # out[t] = x[t - s]
+    drawn = only("time_shift")(ramp(B=256, dtype=torch.float32) + 1, generator())[:, 0]
+    zeros = (drawn == 0).sum(-1, keepdim=True)
+    t = torch.arange(T)
+    assert zeros.max() <= 300 and zeros.max() > 250
+    assert ((drawn == 0) == ((t < zeros) & (drawn[:, :1] == 0) | (t >= T - zeros) & (drawn[:, -1:] == 0))).all()
+
+
+def test_time_shift_circular_is_a_roll():
+    x, shifts = noise(B=3), [-300, 0, 300]
+    u = torch.tensor([[0.0, 0.0], [0.0, 0.5], [0.0, 1 - 1e-12]], dtype=torch.float32)
+    out = only("time_shift", fill="circular").apply(x, u)
+    for b, s in enumerate(shifts):
         assert torch.equal(out[b], torch.roll(x[b], s, dims=-1))
-    assert time_shift(x, uniforms(5), fs=FS, max_shift_s=0.0).equal(x)
 
 
-def test_zero_masking_zeroes_one_contiguous_span():
-    x = torch.rand(32, 1, T, generator=generator()) + 1  # no zeros of its own
-    out = zero_masking(x, uniforms(32, 2), fs=FS, max_ratio=0.2)
+def test_zero_masking_zeroes_one_span_of_0_to_300_samples():
+    x = torch.rand(256, 1, T, generator=generator()) + 1  # no zeros of its own
+    out = only("zero_masking")(x, generator())
     zero = out[:, 0] == 0
     for b in range(x.shape[0]):
         where = zero[b].nonzero().flatten()
-        assert 1 <= len(where) <= int(0.2 * T)
-        assert where[-1] - where[0] + 1 == len(where)
+        assert len(where) <= 300
+        if len(where):
+            assert where[-1] - where[0] + 1 == len(where)  # contiguous
     assert torch.equal(out[~zero.unsqueeze(1)], x[~zero.unsqueeze(1)])
-    assert zero_masking(x, uniforms(32, 2), fs=FS, max_ratio=0.0) is x
+    u = torch.tensor([[0.0, 0.0, 0.3], [0.0, 1 - 1e-7, 0.3]])  # the shortest and the longest span
+    assert (only("zero_masking").apply(x[:2], u) == 0).sum(-1).flatten().tolist() == [0, 300]
 
 
-@pytest.mark.parametrize("n_segments, length", [(5, 3000), (4, 1003)])
-def test_permutation_reorders_whole_segments(n_segments, length):
-    x = ramp(B=8, T=length)
-    out = permutation(x, uniforms(8, n_segments), fs=FS, n_segments=n_segments)
-    assert torch.equal(out.sort(-1).values, x)  # every sample exactly once
-    jumps = (out.diff(dim=-1) != 1).sum(-1)
-    assert (jumps <= n_segments - 1).all() and jumps.sum() > 0  # n contiguous runs, not all in order
-    if length % n_segments == 0:  # equal segments: the multiset of segments is kept
-        segments = out.view(8, n_segments, -1)
-        firsts = segments[..., 0].sort(-1).values
-        assert torch.equal(firsts, x.view(8, n_segments, -1)[..., 0])
+def test_permutation_uses_four_segments():
+    out = only("permutation")(ramp(B=64), generator())[:, 0]
+    starts = torch.cat([torch.ones(64, 1, dtype=torch.bool), out.diff(dim=-1) != 1], 1)  # a run starts
+    assert (starts.sum(-1) <= 4).all() and (starts.sum(-1) == 4).any()
+    assert set(out[starts].long().tolist()) <= {0, 750, 1500, 2250}
 
 
-def test_time_warp_is_a_smooth_monotone_resampling():
-    max_stretch = 0.3
-    out = time_warp(ramp(), uniforms(16, 4), fs=FS, n_segments=4, max_stretch=max_stretch)
-    slope = out.diff(dim=-1)
-    low, high = (1 - max_stretch) / (1 + max_stretch), (1 + max_stretch) / (1 - max_stretch)
-    assert out.shape == (16, 1, T)
-    assert (slope >= low - 1e-6).all() and (slope <= high + 1e-6).all()  # monotone, bounded stretch
-    assert torch.allclose(out[..., 0], torch.tensor(0.0, dtype=out.dtype)) and torch.allclose(
-        out[..., -1], torch.tensor(T - 1.0, dtype=out.dtype))
-    assert (slope.std(-1) > 1e-3).all()  # actually warped
+def test_cutout_resize_drops_one_of_four_segments():
+    out = only("cutout_resize")(ramp(B=64), generator())[:, 0]
+    per_segment = torch.stack([((out >= 750 * k) & (out < 750 * (k + 1))).sum(-1) for k in range(4)], 1)
+    assert ((per_segment <= 2).sum(-1) == 1).all()  # one segment gone (two samples may interpolate across it)
+    assert (per_segment.max(-1).values >= 999).all()  # the other three stretched by 4 / 3
+
+
+def test_time_warp_stretches_four_segments_by_factors_in_half_to_two():
+    out = only("time_warp")(ramp(B=64), generator())
+    slope = out.diff(dim=-1)[:, 0]  # input samples per output sample: proportional to 1 / r_k in segment k
+    assert out.shape == (64, 1, T) and (slope > 0).all()  # monotone
+    assert (slope.max(-1).values / slope.min(-1).values <= 4 + 1e-6).all()  # r_j / r_k within 2 / 0.5
+    pieces = (slope.diff(dim=-1).abs() > 1e-6).sum(-1)  # slope changes: at most 2 samples per inner knot
+    assert (pieces <= 2 * 3).all()
+    u = torch.tensor([[0.0, 0.0, 1 - 1e-12, 0.0, 1 - 1e-12]], dtype=torch.float64)  # factors 0.5, 2, 0.5, 2
+    extreme = only("time_warp").apply(ramp(B=1), u).diff(dim=-1)
+    assert extreme.max() / extreme.min() == pytest.approx(4, rel=1e-6)
 
 
 def test_cutout_resize_equals_interpolating_the_signal_without_one_segment():
@@ -103,23 +129,22 @@ def test_cutout_resize_equals_interpolating_the_signal_without_one_segment():
 
 
 def full_config(p):
-    return {name: {"p": p} for name in AUGMENTATION_SCHEMA}
+    return {name: {"p": p} for name in REFERENCE_ORDER}
 
 
 def test_p0_is_identity_and_p1_always_applies():
-    x = torch.rand(64, 1, T, generator=generator()) + 1
+    x = noise(B=64)
     assert torch.equal(Augmenter(full_config(0.0))(x, generator()), x)
-    masked = Augmenter({"zero_masking": {"p": 1.0}})(x, generator())
-    assert ((masked == 0).any(-1)).all()
+    assert (only("band_stop")(x, generator()) != x).any(-1).all()
 
 
 def test_p_selects_the_samples_whose_first_uniform_is_below_p():
-    x = torch.rand(400, 1, 300, generator=generator()) + 1
-    augment = Augmenter({"zero_masking": {"p": 0.3}})
+    x = noise(B=400, T=300)
+    augment = Augmenter({"order": ["band_stop"], "band_stop": {"p": 0.3}})
     u = uniforms(400, augment.n_uniforms, dtype=torch.float32)
-    changed = (augment.apply(x, u) == 0).any(-1).squeeze(1)
+    changed = (augment.apply(x, u) != x).any(-1).squeeze(1)
     assert torch.equal(changed, u[:, 0] < 0.3)
-    assert 80 < (augment(x, generator()) == 0).any(-1).sum() < 160  # the call draws u itself
+    assert 80 < (augment(x, generator()) != x).any(-1).sum() < 160  # the call draws u itself
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -135,19 +160,40 @@ def test_same_seed_same_output():
     assert not torch.equal(augment(x, generator(3)), augment(x, generator(4)))
 
 
-def test_absent_augmentation_is_not_applied():
-    assert [name for name, *_ in Augmenter({"permutation": {}, "band_stop": {"p": 0}}).steps] == ["permutation"]
+def test_default_order_is_the_references_and_order_selects():
+    assert [name for name, *_ in Augmenter({}).steps] == REFERENCE_ORDER
+    assert all(p == 0.5 for _, p, *_ in Augmenter({}).steps)
+    chosen = Augmenter({"order": ["permutation", "band_stop"], "band_stop": {"p": 0}})
+    assert [name for name, *_ in chosen.steps] == ["permutation"]
 
 
 def test_bad_config_and_input_are_named():
     with pytest.raises(ConfigError, match="mixup"):
         Augmenter({"mixup": {}})
+    with pytest.raises(ConfigError, match=r"augmentations\.order: \['mixup'\] not among"):
+        Augmenter({"order": ["band_stop", "mixup"]})
+    with pytest.raises(ConfigError, match=r"augmentations\.order: \['time_shift'\] named more than once"):
+        Augmenter({"order": ["time_shift", "band_stop", "time_shift"]})
     with pytest.raises(ConfigError, match="band_stop.p"):
         Augmenter({"band_stop": {"p": 2}})
     with pytest.raises(ConfigError, match="min_freq"):
         Augmenter({"band_stop": {"min_freq": 40.0, "max_freq": 30.0}})
+    with pytest.raises(ConfigError, match="band_stop: the highest notch centre"):
+        Augmenter({"band_stop": {"max_freq": 49.5}})
+    with pytest.raises(ConfigError, match="time_warp: min_scale"):
+        Augmenter({"time_warp": {"min_scale": 2.0, "max_scale": 0.5}})
+    with pytest.raises(ConfigError, match="time_shift.fill"):
+        Augmenter({"time_shift": {"fill": "reflect"}})
     with pytest.raises(ValueError, match="B, C, T"):
         Augmenter(full_config(0.5))(torch.zeros(4, T))
+
+
+def test_a_config_with_a_bad_order_is_refused_naming_the_key():
+    config = Path(__file__).resolve().parents[1] / "configs" / "DLPROJ_pretrain_CRL_CNN_Sleep-EDF-2018.json"
+    with pytest.raises(ConfigError, match=r"ssl\.params\.augmentations\.order: \['band_stop'\] named more than once"):
+        load_config(config, ['ssl.params.augmentations.order=["band_stop", "time_shift", "band_stop"]'])
+    with pytest.raises(ConfigError, match=r"ssl\.params\.augmentations\.zero_masking\.max_ratio: unknown key"):
+        load_config(config, ["ssl.params.augmentations.zero_masking.max_ratio=0.2"])  # renamed: max_length_s
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,31 +1,35 @@
 """Batched, on-device EEG augmentations for contrastive pre-training (CRL and Hybrid).
 
 Each augmentation maps a batch x (B, C, T) and per-sample uniforms u (B, k) in [0, 1) to an
-augmented batch of the same shape, dtype and device. All are pure tensor programs (FFT masks,
+augmented batch of the same shape, dtype and device. All are pure tensor programs (FFT filtering,
 gathers, repeat_interleave, linear interpolation): no per-sample Python loop, no NumPy, no
 host-device synchronisation, so they run inside the training step on the GPU instead of in
 data-loader workers. `Augmenter` draws all the uniforms of a batch in one torch.rand on x's
 device, from an optional torch.Generator (seeded: reproducible).
 
-    band_stop      zero the rFFT bins in [f0, f0 + bandwidth] Hz, f0 ~ U[min_freq, max_freq]
-    time_shift     circular shift (torch.roll) by an integer s ~ U{-S..S}, S = max_shift_s * fs
-    zero_masking   zero one contiguous span of 1..floor(max_ratio * T) samples
-    time_warp      stretch segment k of n_segments by r_k ~ U[1 - max_stretch, 1 + max_stretch],
-                   then resample the warped signal back to T samples (piecewise-linear time map)
+    band_stop      the reference's IIR notch (scipy iirnotch, Q = centre / bandwidth) at centre
+                   f0 + bandwidth / 2, f0 ~ U[min_freq, max_freq], applied causally from rest (as lfilter):
+                   its exact frequency response times the zero-padded rFFT
+    time_shift     shift by an integer s ~ U{-S..S}, S = max_shift_s * fs, filling with zeros (or circular)
+    time_warp      stretch segment k of n_segments by r_k ~ U[min_scale, max_scale], then resample the
+                   warped signal back to T samples (piecewise-linear time map)
     permutation    split into n_segments (np.array_split lengths) and reorder them randomly
+    zero_masking   zero one contiguous span of 0..round(max_length_s * fs) samples at a uniform start
     cutout_resize  drop one of n_segments and stretch the rest back to T samples
 
-`Augmenter` applies those present in the config, in the order above, each to a per-sample
-Bernoulli(p) subset of the batch (computed for the whole batch, then selected with torch.where:
-selecting by index would need the number of chosen samples on the host, i.e. a sync).
+`Augmenter` applies those named in the config's `order` (default: all six in the reference's order,
+each with p = 0.5), each to a per-sample Bernoulli(p) subset of the batch (computed for the whole
+batch, then selected with torch.where: selecting by index would need the number of chosen samples
+on the host, i.e. a sync). docs/DEVIATIONS_augment.md lists where they differ from the reference.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
 
-from training.config import AUGMENTATION_SCHEMA, AUGMENTATIONS
+from training.config import AUGMENTATION_SCHEMA
 from utils import ConfigError, fill_defaults, validate
 
 
@@ -67,47 +71,70 @@ def _segment_bounds(T: int, n_segments: int, device) -> torch.Tensor:
 # ----------------------------------------------------------------------------- augmentations
 # Each maps x (B, C, T) and its uniforms u (B, k) in [0, 1) (k per augmentation: UNIFORMS) to the
 # augmented batch; u in x's working precision (float64 for float64 x, float32 otherwise).
+def _notch_radius(fs: int, centre: float, bandwidth: float) -> float:
+    """Largest pole modulus of scipy.signal.iirnotch(centre, centre / bandwidth, fs): its impulse
+    response decays as radius^n."""
+    gain = 1 / (1 + math.tan(math.pi * bandwidth / fs))
+    half_a1, a2 = gain * abs(math.cos(2 * math.pi * centre / fs)), 2 * gain - 1  # a = [1, -2 half_a1, a2]
+    discriminant = half_a1 ** 2 - a2
+    return math.sqrt(a2) if discriminant < 0 else half_a1 + math.sqrt(discriminant)
+
+
 def band_stop(x, u, *, fs: int, min_freq: float, max_freq: float, bandwidth: float):
-    """Zero the spectrum in [f0, f0 + bandwidth] Hz, f0 = min_freq + (max_freq - min_freq) u (rFFT mask)."""
+    """The reference's band-stop: lfilter(iirnotch(f_c, f_c / bandwidth, fs)), f_c = f0 + bandwidth / 2,
+    f0 = min_freq + (max_freq - min_freq) u, the filter starting at rest.
+
+    The notch's frequency response is H(w) = c / (c + j beta sin w), c = cos w - cos w_c, beta =
+    tan(pi bandwidth / fs). Its impulse response falls below 1e-12 within `pad` samples, so the
+    first T samples of irfft(rfft(x zero-padded by pad) H) are the causal filter's output.
+    """
     T, work = x.shape[-1], _work_dtype(x)
-    spectrum = torch.fft.rfft(x.to(work), dim=-1)  # (B, C, T // 2 + 1)
-    frequency = torch.fft.rfftfreq(T, d=1.0 / fs, device=x.device, dtype=work)
-    offset = frequency - (min_freq + (max_freq - min_freq) * u).unsqueeze(-1)  # (B, 1, T // 2 + 1): f - f0
-    stop = (offset >= 0) & (offset <= bandwidth)
-    return torch.fft.irfft(spectrum.masked_fill(stop, 0), n=T, dim=-1).to(x.dtype)
+    radius = max(_notch_radius(fs, f + bandwidth / 2, bandwidth) for f in (min_freq, max_freq))
+    n_fft = T + math.ceil(math.log(1e-12) / math.log(radius))
+    omega = torch.arange(n_fft // 2 + 1, device=x.device, dtype=work) * (2 * math.pi / n_fft)
+    centre = min_freq + (max_freq - min_freq) * u + bandwidth / 2  # (B, 1) Hz
+    c = omega.cos() - (centre * (2 * math.pi / fs)).cos().unsqueeze(-1)  # (B, 1, n_fft // 2 + 1)
+    b = math.tan(math.pi * bandwidth / fs) * omega.sin()
+    response = torch.complex(c, -b) * (c / (c.square() + b.square()))  # c (c - j b) / |c + j b|^2
+    spectrum = torch.fft.rfft(x.to(work), n=n_fft, dim=-1)
+    return torch.fft.irfft(spectrum * response, n=n_fft, dim=-1)[..., :T].to(x.dtype)
 
 
-def time_shift(x, u, *, fs: int, max_shift_s: float):
-    """Circular shift by s = floor(u (2S + 1)) - S samples, S = max_shift_s fs: out = torch.roll(x, s)."""
+def time_shift(x, u, *, fs: int, max_shift_s: float, fill: str):
+    """Shift by s = floor(u (2S + 1)) - S samples, S = max_shift_s fs: out[t] = x[t - s], 0 where t - s
+    leaves [0, T) (fill 'zeros', as scipy.ndimage.shift with mode 'constant') or x[(t - s) mod T] ('circular')."""
     T = x.shape[-1]
     max_shift = round(max_shift_s * fs)
     shift = _index(u, 2 * max_shift + 1) - max_shift  # (B, 1)
-    return _take(x, (torch.arange(T, device=x.device) - shift) % T)
+    source = torch.arange(T, device=x.device) - shift  # (B, T): t - s
+    shifted = _take(x, source % T)
+    if fill == "circular":
+        return shifted
+    return shifted.masked_fill(((source < 0) | (source >= T)).unsqueeze(1), 0)
 
 
-def zero_masking(x, u, *, fs: int, max_ratio: float):
-    """Zero one contiguous span of 1..floor(max_ratio T) samples (u: length, start); none if that is 0."""
+def zero_masking(x, u, *, fs: int, max_length_s: float):
+    """Zero one contiguous span of L ~ U{0..M} samples, M = round(max_length_s fs), starting at
+    U{0..T - L} (u: length, start)."""
     T = x.shape[-1]
-    max_length = int(max_ratio * T)
-    if max_length == 0:
-        return x
-    length = _index(u[:, :1], max_length) + 1  # (B, 1)
+    max_length = min(round(max_length_s * fs), T)
+    length = _index(u[:, :1], max_length + 1)  # (B, 1)
     offset = torch.arange(T, device=x.device) - _index(u[:, 1:], T - length + 1)  # t - start
     return x.masked_fill(((offset >= 0) & (offset < length)).unsqueeze(1), 0)
 
 
-def time_warp(x, u, *, fs: int, n_segments: int, max_stretch: float):
+def time_warp(x, u, *, fs: int, n_segments: int, min_scale: float, max_scale: float):
     """Stretch/compress each of n equal segments by a random factor, then resample back to T samples.
 
-    Segment k gets an output span [a_k, b_k] of length proportional to r_k = 1 + max_stretch
-    (2 u_k - 1) (the spans tile [0, T - 1]); output sample t reads the input at
+    Segment k gets an output span [a_k, b_k] of length proportional to r_k = min_scale + (max_scale
+    - min_scale) u_k (the spans tile [0, T - 1]); output sample t reads the input at
 
         position(t) = (T - 1) / n * sum_k clamp((t - a_k) / (b_k - a_k), 0, 1),
 
     an increasing piecewise-linear time map, by linear interpolation.
     """
     T, work = x.shape[-1], _work_dtype(x)
-    knots = torch.nn.functional.pad((1 + max_stretch * (2 * u - 1)).cumsum(1), (1, 0))
+    knots = torch.nn.functional.pad((min_scale + (max_scale - min_scale) * u).cumsum(1), (1, 0))
     knots = (knots * ((T - 1) / knots[:, -1:])).unsqueeze(-1)  # (B, n + 1, 1): a_0 = 0 ... b_{n-1} = T - 1
     start, inverse_length = knots[:, :-1], 1 / knots.diff(dim=1)
     t = torch.arange(T, device=x.device, dtype=work)
@@ -150,50 +177,61 @@ def cutout_resize(x, u, *, fs: int, n_segments: int):
 AUGMENTATION_FUNCTIONS = {
     "band_stop": band_stop,
     "time_shift": time_shift,
-    "zero_masking": zero_masking,
     "time_warp": time_warp,
     "permutation": permutation,
+    "zero_masking": zero_masking,
     "cutout_resize": cutout_resize,
 }
 UNIFORMS = {  # uniforms per sample each augmentation needs, from its parameters
     "band_stop": lambda params: 1,
     "time_shift": lambda params: 1,
-    "zero_masking": lambda params: 2,
     "time_warp": lambda params: params["n_segments"],
     "permutation": lambda params: params["n_segments"],
+    "zero_masking": lambda params: 2,
     "cutout_resize": lambda params: 1,
 }
 
 
 # ----------------------------------------------------------------------------- composition
-class Augmenter:
-    """The augmentations named in `aug_cfg` (config["ssl"]["params"]["augmentations"]).
+def _range_problems(config: dict, fs: int) -> list[str]:
+    """Problems between the values of a default-filled, valid augmentation config."""
+    band, warp, path = config["band_stop"], config["time_warp"], "ssl.params.augmentations"
+    problems = []
+    if band["min_freq"] > band["max_freq"]:
+        problems.append(f"{path}.band_stop: min_freq {band['min_freq']} > max_freq {band['max_freq']}")
+    if band["max_freq"] + band["bandwidth"] / 2 >= fs / 2:
+        problems.append(f"{path}.band_stop: the highest notch centre max_freq + bandwidth / 2 = "
+                        f"{band['max_freq'] + band['bandwidth'] / 2} Hz must lie below fs / 2 = {fs / 2} Hz")
+    if warp["min_scale"] > warp["max_scale"]:
+        problems.append(f"{path}.time_warp: min_scale {warp['min_scale']} > max_scale {warp['max_scale']}")
+    return problems
 
-    `aug_cfg` maps a name of AUGMENTATION_SCHEMA to its parameters (missing ones take the schema
-    defaults); a name absent from it, or with p = 0, is not applied. A call draws every uniform it
-    needs, (B, 1 + k) per augmentation (the first decides whether a sample is augmented), in one
-    torch.rand on x's device from `generator`, then applies the augmentations in a fixed order.
+
+class Augmenter:
+    """The augmentations of `aug_cfg` (config["ssl"]["params"]["augmentations"]).
+
+    Missing values take the AUGMENTATION_SCHEMA defaults (the reference's). The augmentations named
+    in `order` are applied in that order, each with its p; one not named, or with p = 0, is not. A
+    call draws every uniform it needs, (B, 1 + k) per augmentation (the first decides whether a
+    sample is augmented), in one torch.rand on x's device from `generator`.
     """
 
     def __init__(self, aug_cfg: dict, fs: int = 100):
         problems = validate(aug_cfg, AUGMENTATION_SCHEMA, "ssl.params.augmentations")
-        band = fill_defaults(aug_cfg.get("band_stop", {}), AUGMENTATION_SCHEMA["band_stop"])
-        if "band_stop" in aug_cfg and not problems and band["min_freq"] > band["max_freq"]:
-            problems.append(f"ssl.params.augmentations.band_stop: min_freq {band['min_freq']} > max_freq "
-                            f"{band['max_freq']}")
+        config = fill_defaults(aug_cfg, AUGMENTATION_SCHEMA)
+        problems = problems or _range_problems(config, fs)
         if problems:
             raise ConfigError(problems)
         self.steps = []  # (name, p, augmentation, its columns of the uniforms)
         self.n_uniforms = 0
-        for name in AUGMENTATIONS:
-            if name in aug_cfg:
-                params = fill_defaults(aug_cfg[name], AUGMENTATION_SCHEMA[name])
-                p = params.pop("p")
-                if p > 0:
-                    k = 1 + UNIFORMS[name](params)
-                    columns = slice(self.n_uniforms, self.n_uniforms + k)
-                    self.steps.append((name, p, partial(AUGMENTATION_FUNCTIONS[name], fs=fs, **params), columns))
-                    self.n_uniforms += k
+        for name in config["order"]:
+            params = dict(config[name])
+            p = params.pop("p")
+            if p > 0:
+                k = 1 + UNIFORMS[name](params)
+                columns = slice(self.n_uniforms, self.n_uniforms + k)
+                self.steps.append((name, p, partial(AUGMENTATION_FUNCTIONS[name], fs=fs, **params), columns))
+                self.n_uniforms += k
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x (B, C, T) floating point -> augmented batch, same shape/dtype/device (x itself if none applies)."""

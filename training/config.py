@@ -14,17 +14,30 @@ from models.main_model import BACKBONES, HEAD_PARAMS, SSL_TYPES, backbone_params
 from models.masking import INPUT_MASKINGS
 from utils import ConfigError, Field, apply_overrides, fill_defaults, read_config_file, validate
 
-AUGMENTATIONS = ("band_stop", "time_shift", "zero_masking", "time_warp", "permutation", "cutout_resize")
+# the augmentations in the reference's order (loader.py: Compose of transform.py)
+AUGMENTATIONS = ("band_stop", "time_shift", "time_warp", "permutation", "zero_masking", "cutout_resize")
 REFERENCE_BUG = "reproduces a reference bug"  # marks switches whose non-default value exists only to reproduce the seed
 
-AUGMENTATION_SCHEMA = {
+
+def _augmentation_order_problem(names: list) -> str | None:
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if unknown:
+        return f"{unknown} not among the augmentations {list(AUGMENTATIONS)}"
+    return f"{repeated} named more than once" if repeated else None
+
+
+AUGMENTATION_SCHEMA = {  # defaults: the reference's transform.py, applied in its order (loader.py)
+    "order": Field(list, list(AUGMENTATIONS), check=_augmentation_order_problem,
+                   doc="augmentations applied, in this order; one not named is not applied"),
     "band_stop": {"p": Field(float, 0.5, min=0, max=1), "min_freq": Field(float, 0.5, min=0),
                   "max_freq": Field(float, 30.0, min=0), "bandwidth": Field(float, 2.0, min=0.1)},
-    "time_shift": {"p": Field(float, 0.5, min=0, max=1), "max_shift_s": Field(float, 3.0, min=0)},
-    "zero_masking": {"p": Field(float, 0.5, min=0, max=1), "max_ratio": Field(float, 0.2, min=0, max=1)},
+    "time_shift": {"p": Field(float, 0.5, min=0, max=1), "max_shift_s": Field(float, 3.0, min=0),
+                   "fill": Field(str, "zeros", choices=("zeros", "circular"))},
+    "zero_masking": {"p": Field(float, 0.5, min=0, max=1), "max_length_s": Field(float, 3.0, min=0)},
     "time_warp": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2),
-                  "max_stretch": Field(float, 0.3, min=0, max=0.9)},
-    "permutation": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 5, min=2)},
+                  "min_scale": Field(float, 0.5, min=0.05), "max_scale": Field(float, 2.0, min=0.05)},
+    "permutation": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2)},
     "cutout_resize": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2)},
 }
 
