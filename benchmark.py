@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from latent_space_evaluation.metrics import SEED_NAMES, definition
 from probing.results import RESULTS_ROOT, results_dir
 from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path
 from training.config import load_config
@@ -47,6 +48,7 @@ SHOWN_PROBES = PROBES + ("context",)  # shown when their results exist (the cont
 SEED_RESULTS = REPO / "benchmarks" / "seed_key_results.json"
 LOG_DIR = Path("logs") / "benchmark"
 README_START, README_END = "<!-- key-results:start -->", "<!-- key-results:end -->"
+LATENT_SPACES = ("latent", "latent->umap", "latent->latent")  # where the reference computed; the corrected map
 SCORES = (("accuracy", "Accuracy %", 100, 1), ("macro_f1", "Macro-F1 %", 100, 1), ("kappa", "Cohen's κ", 1, 3))
 
 
@@ -291,10 +293,59 @@ def build_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple
                          "probe": probe, **{f"{k}_reference": compatible[k][0] for k, *_ in SCORES},
                          **{f"{k}_fixed": fixed[k][0] for k, *_ in SCORES},
                          **{f"{k}_difference": delta[k][0] for k, *_ in SCORES}})
+    latent_md, latent_rows = latent_comparison([(twins[c.path.name], c) for c in configs
+                                                if not c.reference and c.path.name in twins])
+    md += latent_md
+    rows += latent_rows
     missing = [f"{Run(c, f).name}: {', '.join(steps)}" for c in configs for f in folds_of[c.exp_name]
                if (steps := missing_steps(Run(c, f)))]
     md += ["", "## Missing runs", ""] + ([f"- {m}" for m in missing] or ["None: every selected run is complete."])
     return "\n".join(md) + "\n", rows
+
+
+def latent_report(config: Config) -> tuple[dict[tuple[str, str], dict], list[int]]:
+    """{(metric, space): row} of results/<exp>/latent/metrics.json, and the folds it covers."""
+    path = RESULTS_ROOT / config.exp_name / "latent" / "metrics.json"
+    if not path.is_file():
+        return {}, []
+    report = json.loads(path.read_text())
+    return {(r["metric"], r["space"]): r for r in report["metrics"]}, report["folds"]
+
+
+def latent_comparison(pairs: list[tuple[Config, Config]]) -> tuple[list[str], list[dict]]:
+    """Markdown lines and CSV rows: the seed's latent metrics of each (reference-compatible, fixed) pair, both
+    definitions, in the latent space and against the UMAP map; self-against-self values (reference-compatible
+    runs only) labelled as such."""
+    md = ["", "## Latent space: the seed's metrics, both definitions", "",
+          "Mean ± std over the folds each run's latent report covers (results/<exp>/latent/metrics.json). "
+          "Definition \"reference\": as the reference code defined the metric; \"self against self\": the "
+          "reference's trustworthiness and alignment of the embeddings with themselves (1 by construction, shown "
+          "for reference-compatible runs only)."]
+    rows = []
+    for ref, fixed in pairs:
+        (ref_rows, ref_folds), (fixed_rows, fixed_folds) = latent_report(ref), latent_report(fixed)
+        md += ["", f"**{fixed.paradigm} {fixed.architecture}** (reference-compatible folds {ref_folds or '–'}, "
+               f"fixed folds {fixed_folds or '–'})", "",
+               "| Seed metric | Metric | Definition | Space | Reference-compatible | Fixed | Difference |",
+               "|---|---|---|---|---:|---:|---:|"]
+        for seed_name, names in SEED_NAMES.items():
+            for name in names:
+                for space in LATENT_SPACES:
+                    ref_row, fixed_row = ref_rows.get((name, space)), fixed_rows.get((name, space))
+                    if ref_row is None and fixed_row is None:
+                        continue
+                    values = [None if r is None else (r["value"], r["std"]) for r in (ref_row, fixed_row)]
+                    texts = ["–" if v is None else f"{v[0]:.4g}" + ("" if v[1] is None else f" ± {v[1]:.2g}")
+                             for v in values]
+                    delta = None if None in values else values[1][0] - values[0][0]
+                    md.append(f"| {seed_name} | {name} | {definition(name)} | {space} | {texts[0]} | {texts[1]} | "
+                              + ("–" if delta is None else f"{delta:+.4g}") + " |")
+                    rows.append({"table": "latent", "exp_name": fixed.exp_name, "reference_exp_name": ref.exp_name,
+                                 "paradigm": fixed.paradigm, "architecture": fixed.architecture,
+                                 "seed_metric": seed_name, "metric": name, "definition": definition(name),
+                                 "space": space, "value_reference": values[0] and values[0][0],
+                                 "value_fixed": values[1] and values[1][0], "difference": delta})
+    return (md if pairs else []), rows
 
 
 def write_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple[Path, Path]:

@@ -33,7 +33,7 @@ def bench_dir(tmp_path, monkeypatch):
 
 
 def test_benchmark_writes_both_tables_and_a_rerun_trains_nothing(bench_dir, capsys):
-    args = ["--configs", "configs/T_MP.json", "--folds", "1", "--gpu", "cpu"]
+    args = ["--configs", "configs/T_MP.json", "--folds", "1", "--gpus", "cpu,cpu"]  # two runs at a time
     benchmark.main(args)
     assert "2 run(s), 2 in shard 1/1, 2 to do" in capsys.readouterr().out
     for exp in ("T_MP", "REF_T_MP"):
@@ -49,6 +49,10 @@ def test_benchmark_writes_both_tables_and_a_rerun_trains_nothing(bench_dir, caps
     text = (bench_dir / "results" / "key_results.md").read_text()
     assert "| MP | CNN | fixed | linear | 1 of 1 |" in text and "| MP | CNN | reference-compatible | mlp | 1 of 1 |" in text
     assert "## What the fixes change" in text and "None: every selected run is complete." in text
+    # the self-against-self trustworthiness: reference-compatible column only, labelled
+    assert "| Trustworthiness | trustworthiness_self | reference, self against self | latent->latent | 1 | – | – |" \
+        in text
+    assert "| Purity Score | purity_hungarian_kmeans | reference | latent |" in text
     rows = list(csv.DictReader(open(bench_dir / "results" / "key_results.csv")))
     changes = [r for r in rows if r["table"] == "what_the_fixes_change"]
     assert {r["probe"] for r in changes} == {"linear", "mlp"}
