@@ -83,3 +83,15 @@ def test_shards_partition_the_runs_and_missing_runs_are_listed(bench_dir, capsys
     assert "| MP | CNN | fixed | linear | 0 of 2 | – |" in text
     with pytest.raises(SystemExit, match="--folds 7"):
         benchmark.main(["--configs", "configs/T_MP.json", "--folds", "7", "--tables-only"])
+
+
+def test_readme_section_between_the_markers_is_rewritten(tmp_path):
+    readme, key_results = tmp_path / "README.md", tmp_path / "key_results.md"
+    readme.write_text(f"# Project\n## Key Results\n{benchmark.README_START}\nold table\n{benchmark.README_END}\n## Next\n")
+    key_results.write_text("# Key results\n\n| a | b |\n")
+    benchmark.update_readme(readme, key_results)
+    assert readme.read_text() == (f"# Project\n## Key Results\n{benchmark.README_START}\n| a | b |\n"
+                                  f"{benchmark.README_END}\n## Next\n")
+    readme.write_text("no markers\n")
+    with pytest.raises(FileNotFoundError, match="markers"):
+        benchmark.update_readme(readme, key_results)
