@@ -28,15 +28,17 @@ import os
 import queue
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from latent_space_evaluation.metrics import SEED_NAMES, definition
-from probing.results import RESULTS_ROOT, results_dir
+from latent_space_evaluation.evaluate import EmbeddingsError, evaluate_run
+from probing.results import RESULTS_ROOT, results_dir, write_results
 from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path
 from training.config import load_config
 from training.paradigms import SCRIPTS
@@ -198,8 +200,8 @@ def run_all(runs: list[Run], gpus: list[str]) -> list[str]:
 
     errors = []
     with ThreadPoolExecutor(max_workers=len(gpus)) as pool, tqdm(total=len(runs), desc="runs", unit="run") as bar:
-        for error in pool.map(job, runs):
-            if error:
+        for future in as_completed([pool.submit(job, run) for run in runs]):
+            if error := future.result():
                 errors.append(error)
                 tqdm.write(f"error: {error}")
             bar.update()
@@ -207,6 +209,28 @@ def run_all(runs: list[Run], gpus: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- tables
+def fold_numbers(paths) -> set[int]:
+    """{K} of files named ..._fold-0K.npz or fold-0K.npz."""
+    return {int(p.stem.rsplit("-", 1)[1]) for p in paths}
+
+
+def refresh_reports(config: Config) -> None:
+    """Re-aggregate a run's probe and latent reports when they lack a fold whose output is stored (two shards
+    that finished folds of one config at the same moment: the later report may miss the other's fold)."""
+    latent_dir = RESULTS_ROOT / config.exp_name / "latent"
+    reports = [(results_dir(config.with_probe(p)), "predictions_fold-*.npz",
+                partial(write_results, config.with_probe(p))) for p in PROBES]
+    reports.append((latent_dir, "folds/fold-*.npz",
+                    partial(evaluate_run, [], config.exp_name, latent_dir, self_comparison=config.reference)))
+    for out_dir, pattern, rebuild in reports:
+        stored, report = fold_numbers(out_dir.glob(pattern)), out_dir / "metrics.json"
+        if stored and (not report.is_file() or set(json.loads(report.read_text())["folds"]) != stored):
+            try:
+                rebuild()
+            except ValueError as exc:  # stale or foreign fold files: the report stays as it was
+                print(f"warning: {report} not rebuilt: {exc}")
+
+
 def fold_scores(config: Config, probe: str, folds: list[int]) -> dict[int, dict]:
     """{fold: {"accuracy", "macro_f1", "kappa"}} of the selected folds found in the probe's metrics.json."""
     path = results_dir(config.with_probe(probe)) / "metrics.json"
@@ -276,8 +300,8 @@ def build_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple
     md += ["", "## What the fixes change", "",
            "Each config against its reference-compatible twin (configs/reference/, the reference's effective "
            "settings: its bugs switched back on), same probe; difference = fixed − reference-compatible.", "",
-           "| Model/Paradigm | Architecture | Probe | Reference-compatible Acc % / MF1 % / κ | Fixed Acc % / MF1 % / κ "
-           "| Difference Acc / MF1 / κ |", "|---|---|---|---|---|---|"]
+           "| Model/Paradigm | Architecture | Probe | Reference-compatible Acc % / MF1 % / κ "
+           "| Fixed Acc % / MF1 % / κ | Difference Acc / MF1 / κ |", "|---|---|---|---|---|---|"]
     twins = {c.path.name: c for c in configs if c.reference}
     for c in (c for c in configs if not c.reference and c.path.name in twins):
         ref = twins[c.path.name]
@@ -349,6 +373,8 @@ def latent_comparison(pairs: list[tuple[Config, Config]]) -> tuple[list[str], li
 
 
 def write_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple[Path, Path]:
+    for config in configs:
+        refresh_reports(config)
     text, rows = build_tables(configs, folds_of)
     md_path, csv_path = RESULTS_ROOT / "key_results.md", RESULTS_ROOT / "key_results.csv"
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -406,7 +432,7 @@ def main(argv=None) -> None:
         md_path, csv_path = write_tables(configs, folds_of)
         if args.readme:
             update_readme(REPO / "README.md", md_path)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, EmbeddingsError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"wrote {md_path} and {csv_path}" + (" and README.md" if args.readme else ""))
     if errors:

@@ -47,18 +47,22 @@ def test_benchmark_writes_both_tables_and_a_rerun_trains_nothing(bench_dir, caps
     assert not any(r["metric"] == "trustworthiness_self" for r in fixed_latent["metrics"])
 
     text = (bench_dir / "results" / "key_results.md").read_text()
-    assert "| MP | CNN | fixed | linear | 1 of 1 |" in text and "| MP | CNN | reference-compatible | mlp | 1 of 1 |" in text
+    assert "| MP | CNN | fixed | linear | 1 of 1 |" in text
+    assert "| MP | CNN | reference-compatible | mlp | 1 of 1 |" in text
     assert "## What the fixes change" in text and "None: every selected run is complete." in text
     # the self-against-self trustworthiness: reference-compatible column only, labelled
-    assert "| Trustworthiness | trustworthiness_self | reference, self against self | latent->latent | 1 | – | – |" \
-        in text
+    self_row = ("| Trustworthiness | trustworthiness_self | reference, self against self | latent->latent "
+                "| 1 | – | – |")
+    assert self_row in text
     assert "| Purity Score | purity_hungarian_kmeans | reference | latent |" in text
     rows = list(csv.DictReader(open(bench_dir / "results" / "key_results.csv")))
     changes = [r for r in rows if r["table"] == "what_the_fixes_change"]
     assert {r["probe"] for r in changes} == {"linear", "mlp"}
     for r in changes:  # the difference column is fixed minus reference-compatible
-        assert float(r["accuracy_difference"]) == pytest.approx(float(r["accuracy_fixed"]) - float(r["accuracy_reference"]))
-    linear = next(r for r in rows if r["table"] == "key_results" and r["exp_name"] == "T_MP" and r["probe"] == "linear")
+        difference = float(r["accuracy_fixed"]) - float(r["accuracy_reference"])
+        assert float(r["accuracy_difference"]) == pytest.approx(difference)
+    linear = next(r for r in rows
+                  if r["table"] == "key_results" and r["exp_name"] == "T_MP" and r["probe"] == "linear")
     metrics = json.loads((bench_dir / "results" / "T_MP" / "metrics.json").read_text())["pooled"]
     assert float(linear["macro_f1"]) == pytest.approx(100 * metrics["macro_f1"])  # seed units: macro-F1 x 100
 
@@ -68,6 +72,15 @@ def test_benchmark_writes_both_tables_and_a_rerun_trains_nothing(bench_dir, caps
     assert "2 run(s), 2 in shard 1/1, 0 to do" in capsys.readouterr().out
     assert stamps == {p: p.stat().st_mtime_ns for p in (bench_dir / "checkpoints").rglob("*") if p.is_file()}
     assert logs == {p: p.read_text() for p in (bench_dir / "logs" / "benchmark").iterdir()}
+
+    # a report that lacks a stored fold (two shards finishing at once) is rebuilt from the stored folds
+    results = bench_dir / "results"
+    for report in (results / "T_MP" / "metrics.json", results / "T_MP" / "latent" / "metrics.json"):
+        report.unlink()
+    benchmark.main(args + ["--tables-only"])
+    row = f"| MP | CNN | fixed | linear | 1 of 1 | {float(linear['accuracy']):.1f} |"
+    assert row in (results / "key_results.md").read_text()
+    assert json.loads((results / "T_MP" / "latent" / "metrics.json").read_text())["folds"] == [1]
 
 
 def test_shards_partition_the_runs_and_missing_runs_are_listed(bench_dir, capsys):
@@ -87,11 +100,11 @@ def test_shards_partition_the_runs_and_missing_runs_are_listed(bench_dir, capsys
 
 def test_readme_section_between_the_markers_is_rewritten(tmp_path):
     readme, key_results = tmp_path / "README.md", tmp_path / "key_results.md"
-    readme.write_text(f"# Project\n## Key Results\n{benchmark.README_START}\nold table\n{benchmark.README_END}\n## Next\n")
+    start, end = benchmark.README_START, benchmark.README_END
+    readme.write_text(f"# Project\n## Key Results\n{start}\nold table\n{end}\n## Next\n")
     key_results.write_text("# Key results\n\n| a | b |\n")
     benchmark.update_readme(readme, key_results)
-    assert readme.read_text() == (f"# Project\n## Key Results\n{benchmark.README_START}\n| a | b |\n"
-                                  f"{benchmark.README_END}\n## Next\n")
+    assert readme.read_text() == f"# Project\n## Key Results\n{start}\n| a | b |\n{end}\n## Next\n"
     readme.write_text("no markers\n")
     with pytest.raises(FileNotFoundError, match="markers"):
         benchmark.update_readme(readme, key_results)
