@@ -4,6 +4,7 @@
     python benchmark.py --configs configs/*.json [--folds 1|all|1,2] [--gpu 0]
     python benchmark.py --configs configs/*.json --folds all --gpus 0,1,2,3     # one run per local GPU at a time
     python benchmark.py --configs configs/*.json --folds all --shard 3/8        # shard 3 of 8 (SLURM job array)
+    python benchmark.py --configs configs/*.json --set trainer.max_epochs=3      # --set goes to every run
     python benchmark.py --configs configs/*.json --tables-only [--readme]       # only the tables (and README.md)
 
 A config configs/X.json with a reference-compatible twin configs/reference/X.json (same file name) brings its
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from latent_space_evaluation.metrics import SEED_NAMES, definition
 from latent_space_evaluation.evaluate import EmbeddingsError, evaluate_run
-from probing.results import RESULTS_ROOT, results_dir, write_results
+from probing.results import PARADIGM_ORDER, RESULTS_ROOT, results_dir, write_results
 from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path
 from training.config import load_config
 from training.paradigms import SCRIPTS
@@ -94,14 +95,14 @@ def twin_path(path: Path) -> Path:
     return path.parent / "reference" / path.name
 
 
-def load_configs(paths: list[Path]) -> list[Config]:
+def load_configs(paths: list[Path], overrides: list[str] = ()) -> list[Config]:
     """The given configs, each followed by its reference twin when one exists; one exp_name per config."""
     ordered: list[Path] = []
     for path in paths:
         for candidate in (path, twin_path(path)):
             if candidate.is_file() and candidate.resolve() not in {p.resolve() for p in ordered}:
                 ordered.append(candidate)
-    configs = [Config(p, load_config(p), p.parent.name == "reference") for p in ordered]
+    configs = [Config(p, load_config(p, list(overrides)), p.parent.name == "reference") for p in ordered]
     seen: dict[str, Path] = {}
     for c in configs:
         if c.paradigm not in SCRIPTS:
@@ -150,20 +151,21 @@ def shard_of(runs: list[Run], k: int, n: int) -> list[Run]:
     return runs[k - 1::n]
 
 
-def step_command(run: Run, step: str, gpu: str) -> list[str]:
+def step_command(run: Run, step: str, gpu: str, overrides: list[str]) -> list[str]:
     config, fold = run.config, str(run.fold)
+    sets = [arg for value in overrides for arg in ("--set", value)]
     if step == "pretraining":
         last = checkpoint_dir(config.config) / f"last_{fold_name(run.fold)}.pth"
         resume = ["--resume"] if last.is_file() or best_checkpoint_path(config.config, run.fold).is_file() else []
-        return [SCRIPTS[config.paradigm], "--config", str(config.path), "--fold", fold, "--gpu", gpu, *resume]
+        return [SCRIPTS[config.paradigm], "--config", str(config.path), "--fold", fold, "--gpu", gpu, *resume, *sets]
     if step.startswith("probe "):
         return ["classifier_training.py", "--config", str(config.path), "--fold", fold, "--gpu", gpu,
-                "--probe", step.split()[1]]
+                "--probe", step.split()[1], *sets]
     self_comparison = ["--self-comparison"] if config.reference else []
     return ["latent_space_evaluator.py", "--config", str(config.path), "--fold", fold, *self_comparison]
 
 
-def execute(run: Run, gpu: str) -> str | None:
+def execute(run: Run, gpu: str, overrides: list[str]) -> str | None:
     """Run the missing steps of `run` on `gpu` ('cpu' or a CUDA id), output appended to its log; None when
     complete, else a one-line error naming the failed command and the log."""
     env = dict(os.environ)
@@ -172,7 +174,7 @@ def execute(run: Run, gpu: str) -> str | None:
     log_path = LOG_DIR / f"{run.config.exp_name}_{fold_name(run.fold)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     while steps := missing_steps(run):
-        command = step_command(run, steps[0], gpu)
+        command = step_command(run, steps[0], gpu, overrides)
         with open(log_path, "a") as log:
             log.write(f"$ {' '.join(command)}\n")
             log.flush()
@@ -185,7 +187,7 @@ def execute(run: Run, gpu: str) -> str | None:
     return None
 
 
-def run_all(runs: list[Run], gpus: list[str]) -> list[str]:
+def run_all(runs: list[Run], gpus: list[str], overrides: list[str]) -> list[str]:
     """Execute runs, one per GPU at a time; the errors of the failed ones (the others complete)."""
     free: queue.Queue[str] = queue.Queue()
     for gpu in gpus:
@@ -194,7 +196,7 @@ def run_all(runs: list[Run], gpus: list[str]) -> list[str]:
     def job(run: Run) -> str | None:
         gpu = free.get()
         try:
-            return execute(run, gpu)
+            return execute(run, gpu, overrides)
         finally:
             free.put(gpu)
 
@@ -263,6 +265,11 @@ def seed_figures() -> tuple[dict[tuple[str, str], dict], str]:
     return {(r["paradigm"], r["architecture"]): r for r in data["results"]}, data["source"]
 
 
+def table_order(config: Config) -> tuple:
+    """The seed's row order: paradigm (CRL, MP, Hybrid), then architecture, fixed before reference-compatible."""
+    return PARADIGM_ORDER.index(config.paradigm), config.architecture, config.reference
+
+
 def build_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple[str, list[dict]]:
     """key_results.md text and the CSV rows."""
     seed, seed_source = seed_figures()
@@ -303,6 +310,8 @@ def build_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple
            "| Model/Paradigm | Architecture | Probe | Reference-compatible Acc % / MF1 % / κ "
            "| Fixed Acc % / MF1 % / κ | Difference Acc / MF1 / κ |", "|---|---|---|---|---|---|"]
     twins = {c.path.name: c for c in configs if c.reference}
+    if not any(not c.reference and c.path.name in twins for c in configs):
+        md.append("| (no config given has a reference-compatible twin configs/reference/<same name>) | | | | | |")
     for c in (c for c in configs if not c.reference and c.path.name in twins):
         ref = twins[c.path.name]
         for probe in probes_shown:
@@ -375,7 +384,7 @@ def latent_comparison(pairs: list[tuple[Config, Config]]) -> tuple[list[str], li
 def write_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple[Path, Path]:
     for config in configs:
         refresh_reports(config)
-    text, rows = build_tables(configs, folds_of)
+    text, rows = build_tables(sorted(configs, key=table_order), folds_of)
     md_path, csv_path = RESULTS_ROOT / "key_results.md", RESULTS_ROOT / "key_results.csv"
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
@@ -406,6 +415,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gpu", default="0", help="CUDA device id or 'cpu' (default: 0)")
     parser.add_argument("--gpus", help="local CUDA ids, e.g. 0,1,2,3: one run per GPU at a time (overrides --gpu)")
     parser.add_argument("--shard", default="1/1", help="K/N: take every N-th run, starting with the K-th")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override passed to pretraining and probes, e.g. trainer.max_epochs=3 "
+                             "(repeatable); completeness does not look at it: a run done with other values "
+                             "counts as complete")
     parser.add_argument("--tables-only", action="store_true", help="run nothing; write the tables")
     parser.add_argument("--readme", action="store_true", help="also write the tables into README.md's Key Results")
     args = parser.parse_args(argv)
@@ -420,7 +433,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     try:
-        configs = load_configs(args.configs)
+        configs = load_configs(args.configs, args.overrides)
         folds_of = {c.exp_name: select_folds(args.folds, c.config) for c in configs}
         errors = []
         if not args.tables_only:
@@ -428,7 +441,7 @@ def main(argv=None) -> None:
             k, n = args.shard
             mine = [r for r in shard_of(runs, k, n) if missing_steps(r)]
             print(f"{len(runs)} run(s), {len(shard_of(runs, k, n))} in shard {k}/{n}, {len(mine)} to do", flush=True)
-            errors = run_all(mine, args.gpus) if mine else []
+            errors = run_all(mine, args.gpus, args.overrides) if mine else []
         md_path, csv_path = write_tables(configs, folds_of)
         if args.readme:
             update_readme(REPO / "README.md", md_path)
