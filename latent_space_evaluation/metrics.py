@@ -105,6 +105,7 @@ REFERENCE_DEFINITIONS = {"purity_hungarian_kmeans", "entropy_bits_kmeans", "comp
 SELF_COMPARISONS = {"trustworthiness_self", "alignment_cosine_sq_self"}
 GRID_BINS = 10
 REFERENCE_TRUSTWORTHINESS_NEIGHBORS = 5
+WORKING_MEMORY_MB = 64  # size of one block of pairwise distances; bounds the memory of quadratic metrics
 
 
 def definition(name: str) -> str:
@@ -112,7 +113,6 @@ def definition(name: str) -> str:
     if name in SELF_COMPARISONS:
         return "reference, self against self"
     return "reference" if name in REFERENCE_DEFINITIONS else "standard"
-WORKING_MEMORY_MB = 64  # size of one block of pairwise distances; bounds the memory of quadratic metrics
 
 
 @dataclass(frozen=True)
