@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stratified subsample for the t-SNE/UMAP/PCA maps and their trustworthiness and "
                              "alignment (capped at --max-points); default 5000")
     parser.add_argument("--seed", type=int, default=0, help="seed of subsampling, k-means, t-SNE and UMAP")
+    parser.add_argument("--self-comparison", action="store_true",
+                        help="also report the reference's trustworthiness and alignment of the embeddings against "
+                             "themselves (1 by construction; for reference-compatible runs), labelled as such")
     parser.add_argument("--summarize", action="store_true",
                         help="gather every results/*/latent/metrics.json into results/latent_summary.{md,csv,png}")
     args = parser.parse_args(argv)
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.config or args.embeddings:
             exp_name, paths = run_to_evaluate(args)
             out_dir = RESULTS_DIR / exp_name / "latent"
-            report = evaluate_run(paths, exp_name, out_dir, args.max_points, args.map_points, args.seed)
+            report = evaluate_run(paths, exp_name, out_dir, args.max_points, args.map_points, args.seed,
+                                  self_comparison=args.self_comparison)
             print(f"wrote {out_dir / 'metrics.json'}, metrics.csv, maps.png (folds "
                   f"{', '.join(str(f) for f in report['folds'])})")
         if args.summarize:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latent_space_evaluation.metrics import BETTER, Metric, latent_metrics, map_metrics
+from latent_space_evaluation.metrics import BETTER, SEED_NAME, Metric, definition, latent_metrics, map_metrics
 from latent_space_evaluation.plotter import plot_comparison, plot_maps
 from latent_space_evaluation.reducers import REDUCERS, stratified_subsample
 from training.checkpoint import embeddings_file_name
@@ -156,12 +156,13 @@ def _timed(timings: dict[str, float], stage: str):
 
 
 def evaluate_fold(embeddings: Embeddings, max_points: int = 10_000, map_points: int = 5_000,
-                  seed: int = 0) -> FoldEvaluation:
+                  seed: int = 0, self_comparison: bool = False) -> FoldEvaluation:
     """All metrics and the three 2-D maps of one fold.
 
     Quadratic latent metrics (silhouette, uniformity) use a stratified subsample of `max_points`
     epochs; the maps, and the metrics that compare them with the latent space, one of
-    min(map_points, max_points) epochs; every other metric uses all epochs.
+    min(map_points, max_points) epochs; every other metric uses all epochs. `self_comparison` adds the
+    reference's self-against-self trustworthiness and alignment (reference-compatible runs).
     """
     z, stages = embeddings.z, embeddings.stages
     timings: dict[str, float] = {}
@@ -173,7 +174,7 @@ def evaluate_fold(embeddings: Embeddings, max_points: int = 10_000, map_points: 
         with _timed(timings, name):
             maps[name] = reduce(z[mapped], seed)
     with _timed(timings, "map_metrics"):
-        metrics += map_metrics(z[mapped], stages[mapped], maps, seed, TRUSTWORTHINESS_NEIGHBORS)
+        metrics += map_metrics(z[mapped], stages[mapped], maps, seed, TRUSTWORTHINESS_NEIGHBORS, self_comparison)
     return FoldEvaluation(embeddings.fold, len(z), metrics, maps, stages[mapped], timings)
 
 
@@ -187,7 +188,8 @@ def aggregate(evaluations: list[FoldEvaluation]) -> list[dict]:
     for (name, space), folds in per_metric.items():
         values = np.array([metric.value for _, metric in folds])
         rows.append({
-            "metric": name, "space": space, "better": BETTER[name],
+            "metric": name, "seed_name": SEED_NAME.get(name, ""), "definition": definition(name),
+            "space": space, "better": BETTER[name],
             "value": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else None,
             "per_fold": [{"fold": fold, "value": metric.value, "points": metric.points} for fold, metric in folds],
         })
@@ -195,16 +197,17 @@ def aggregate(evaluations: list[FoldEvaluation]) -> list[dict]:
 
 
 def evaluate_run(paths: list[Path], exp_name: str, out_dir: str | Path, max_points: int = 10_000,
-                 map_points: int = 5_000, seed: int = 0, progress=print) -> dict:
+                 map_points: int = 5_000, seed: int = 0, progress=print, self_comparison: bool = False) -> dict:
     """Evaluate every embeddings file in `paths`, store each fold in out_dir/folds/, then write metrics.json,
     metrics.csv and maps.png to out_dir from every stored fold that is current (see `current_evaluations`)."""
     out_dir = Path(out_dir)
-    settings = {"max_points": max_points, "map_points": min(map_points, max_points), "seed": seed}
+    settings = {"max_points": max_points, "map_points": min(map_points, max_points), "seed": seed,
+                "self_comparison": self_comparison}
     for path in paths:
         stat = os.stat(path)  # before reading: a file rewritten during the evaluation counts as changed
         embeddings = load_embeddings(path)
         start = time.perf_counter()
-        evaluation = evaluate_fold(embeddings, max_points, map_points, seed)
+        evaluation = evaluate_fold(embeddings, max_points, map_points, seed, self_comparison)
         evaluation.save(out_dir / "folds" / f"{fold_name(embeddings.fold)}.npz",
                         {"embeddings": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                          "embedding_dim": embeddings.z.shape[1], **settings})
@@ -223,7 +226,8 @@ def evaluate_run(paths: list[Path], exp_name: str, out_dir: str | Path, max_poin
         **settings,
         "n_clusters": len(STAGES),
         "trustworthiness_neighbors": TRUSTWORTHINESS_NEIGHBORS,
-        "alignment": "Spearman correlation of Euclidean distances, up to 100000 random pairs",
+        "alignment": "Spearman correlation of Euclidean distances, up to 100000 random pairs; alignment_cosine_sq: "
+                     "the reference's cosine of their squares, same pairs",
         "embeddings": [provenance["embeddings"] for _, provenance in current],
         "metrics": aggregate(evaluations),
         "timings_s": {fold_name(e.fold): {k: round(v, 2) for k, v in e.timings.items()} for e in evaluations},
@@ -260,7 +264,7 @@ def _stale_reason(provenance: dict, settings: dict) -> str | None:
     stat = path.stat()
     if (stat.st_size, stat.st_mtime_ns) != (provenance["size"], provenance["mtime_ns"]):
         return f"its embeddings file {path} changed since (retrained?)"
-    used = {key: provenance[key] for key in settings}
+    used = {key: provenance.get(key) for key in settings}
     if used != settings:
         return f"it used {_settings_text(used)}, this run {_settings_text(settings)}"
     return None
@@ -274,10 +278,10 @@ def write_report(report: dict, evaluations: list[FoldEvaluation], out_dir: Path)
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(report, indent=2).encode())
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["metric", "space", "value", "std", "better", "n_folds"])
+    writer.writerow(["metric", "seed_name", "definition", "space", "value", "std", "better", "n_folds"])
     for row in report["metrics"]:
-        writer.writerow([row["metric"], row["space"], _number(row["value"]), _number(row["std"]), row["better"],
-                         len(row["per_fold"])])
+        writer.writerow([row["metric"], row["seed_name"], row["definition"], row["space"], _number(row["value"]),
+                         _number(row["std"]), row["better"], len(row["per_fold"])])
     atomic_write_bytes(out_dir / "metrics.csv", buffer.getvalue().encode())
     rows = {}
     for e in evaluations:
@@ -308,12 +312,14 @@ def summarize(results_dir: str | Path = "results") -> list[Path]:
             table.setdefault((row["metric"], row["space"]), {})[report["exp_name"]] = (row["value"], row["std"])
 
     folds = [", ".join(str(f) for f in r["folds"]) for r in reports]
-    md = ["| metric | space | better | " + " | ".join(runs) + " |", "|---|---|---|" + "---:|" * len(runs),
-          "| folds evaluated | | | " + " | ".join(folds) + " |"]
+    md = ["| seed metric | metric | definition | space | better | " + " | ".join(runs) + " |",
+          "|---|---|---|---|---|" + "---:|" * len(runs),
+          "| | folds evaluated | | | | " + " | ".join(folds) + " |"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["metric", "space", "better"] + [c for run in runs for c in (run, f"{run} std")])
-    writer.writerow(["n_folds", "", ""] + [c for r in reports for c in (len(r["folds"]), "")])
+    writer.writerow(["seed_name", "metric", "definition", "space", "better"]
+                    + [c for run in runs for c in (run, f"{run} std")])
+    writer.writerow(["", "n_folds", "", "", ""] + [c for r in reports for c in (len(r["folds"]), "")])
     for (name, space), values in table.items():
         better = BETTER[name]
         means = {run: mean for run, (mean, _) in values.items()}
@@ -326,10 +332,12 @@ def summarize(results_dir: str | Path = "results") -> list[Path]:
             mean, std = values[run]
             text = f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
             cells.append(f"**{text}**" if len(means) > 1 and mean == best else text)
-        md.append(f"| {name} | {space} | {better} | " + " | ".join(cells) + " |")
-        writer.writerow([name, space, better] + [_number(values.get(run, (None, None))[i])
-                                                 for run in runs for i in (0, 1)])
-    note = (f"\nMean ± sample std over folds; best per row in bold. Sources: "
+        labels = [SEED_NAME.get(name, ""), name, definition(name), space, better]
+        md.append("| " + " | ".join(labels + cells) + " |")
+        writer.writerow(labels + [_number(values.get(run, (None, None))[i]) for run in runs for i in (0, 1)])
+    note = (f"\nMean ± sample std over folds; best per row in bold. Definition \"reference\": as the reference "
+            f"implementation defined the seed metric (latent_space_evaluation/metrics.py); \"self against self\": "
+            f"its trustworthiness and alignment of the embeddings with themselves (1 by construction). Sources: "
             f"{', '.join(str(f) for f in files)}.\n")
     paths = [results_dir / "latent_summary.md", results_dir / "latent_summary.csv", results_dir / "latent_summary.png"]
     atomic_write_bytes(paths[0], ("# Latent-space metrics per config\n\n" + "\n".join(md) + "\n" + note).encode())

@@ -32,12 +32,34 @@ Faithfulness of a 2-D map (space "latent->pca" etc.) and stage separation on it
     distance_alignment_spearman     Spearman rank correlation between latent and map distances of random
                                     pairs of epochs: 1 = the map keeps the distance order, ~0 random.
     silhouette_labels (space "tsne" etc.)  the silhouette of the stages on the map itself.
+
+Reference definitions (RaphaelKreft/DeepLearningProject, latent_space_evaluation/metrics.py), reported beside
+the standard ones where the reference defined a metric differently. Its evaluator applied every metric to the
+128-D embeddings ("Original"); the definitions were written for a 2-D map, so they are reported in the latent
+space and on each map.
+    purity_hungarian_kmeans         one-to-one matching of clusters to stages (Hungarian algorithm on the
+                                    contingency table): matched epochs / n. <= purity_kmeans.
+    entropy_bits_kmeans             entropy_kmeans in bits (log base 2).
+    compactness_sq_labels           mean over stages of the mean squared distance between two distinct epochs
+                                    of the stage (the reference also dropped exactly coincident pairs).
+    separation_sq_labels            mean squared distance between two stage centroids.
+    compactness_separation_ratio_sq compactness_sq_labels / separation_sq_labels.
+    mutual_info_grid                I(stage; cell) in nats, cell = the square of a 10 x 10 grid of equal-width
+                                    bins over the range of the first two coordinates (in the latent space: its
+                                    first two dimensions, as the reference computed it).
+    alignment_cosine_sq             sum_p d_p e_p / (||d|| ||e||) over pairs p of epochs, d = squared latent
+                                    distance, e = squared map distance (same pairs as the Spearman alignment).
+Self against self (only when asked, `self_comparison`; labelled space "latent->latent"): the reference compared
+the embeddings with themselves, so these are 1 by construction and say nothing about a map.
+    trustworthiness_self            trustworthiness of z against z, k = 5 as the reference.
+    alignment_cosine_sq_self        alignment_cosine_sq of z against z.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 from scipy.special import xlogy
 from scipy.stats import spearmanr
 from sklearn.cluster import KMeans
@@ -56,8 +78,41 @@ BETTER = {
     "compactness_labels": "lower", "separation_labels": "higher", "compactness_separation_ratio": "lower",
     "uniformity": "lower",
     "trustworthiness": "higher", "distance_alignment_spearman": "higher",
+    "purity_hungarian_kmeans": "higher", "entropy_bits_kmeans": "lower", "compactness_sq_labels": "lower",
+    "separation_sq_labels": "higher", "compactness_separation_ratio_sq": "lower", "mutual_info_grid": "higher",
+    "alignment_cosine_sq": "higher", "trustworthiness_self": "higher", "alignment_cosine_sq_self": "higher",
 }
+# The seed's 13 metrics under the names its page uses, each with our metrics that measure it.
+SEED_NAMES = {
+    "Silhouette Score": ("silhouette_kmeans", "silhouette_labels"),
+    "Davies-Bouldin Index": ("davies_bouldin_kmeans", "davies_bouldin_labels"),
+    "Adjusted Rand Index": ("adjusted_rand_index_kmeans",),
+    "Adjusted Mutual Information": ("adjusted_mutual_info_kmeans",),
+    "Purity Score": ("purity_kmeans", "purity_hungarian_kmeans"),
+    "Average Entropy": ("entropy_kmeans", "entropy_bits_kmeans"),
+    "Trustworthiness": ("trustworthiness", "trustworthiness_self"),
+    "Intra-Class Compactness": ("compactness_labels", "compactness_sq_labels"),
+    "Inter-Class Separation": ("separation_labels", "separation_sq_labels"),
+    "Compactness-to-Separation Ratio": ("compactness_separation_ratio", "compactness_separation_ratio_sq"),
+    "Mutual Information": ("mutual_info_kmeans", "mutual_info_grid"),
+    "Uniformity": ("uniformity",),
+    "Alignment": ("distance_alignment_spearman", "alignment_cosine_sq", "alignment_cosine_sq_self"),
+}
+SEED_NAME = {name: seed for seed, names in SEED_NAMES.items() for name in names}
+REFERENCE_DEFINITIONS = {"purity_hungarian_kmeans", "entropy_bits_kmeans", "compactness_sq_labels",
+                         "separation_sq_labels", "compactness_separation_ratio_sq", "mutual_info_grid",
+                         "alignment_cosine_sq"}
+SELF_COMPARISONS = {"trustworthiness_self", "alignment_cosine_sq_self"}
+GRID_BINS = 10
+REFERENCE_TRUSTWORTHINESS_NEIGHBORS = 5
 WORKING_MEMORY_MB = 64  # size of one block of pairwise distances; bounds the memory of quadratic metrics
+
+
+def definition(name: str) -> str:
+    """How a metric is defined: "standard", "reference", or "reference, self against self"."""
+    if name in SELF_COMPARISONS:
+        return "reference, self against self"
+    return "reference" if name in REFERENCE_DEFINITIONS else "standard"
 
 
 @dataclass(frozen=True)
@@ -86,12 +141,28 @@ def purity(stages: np.ndarray, clusters: np.ndarray) -> float:
     return float(table.max(axis=0).sum() / table.sum())
 
 
-def average_entropy(stages: np.ndarray, clusters: np.ndarray) -> float:
-    """Size-weighted mean over clusters of the entropy (nats) of the stages inside it: H(stage | cluster)."""
+def average_entropy(stages: np.ndarray, clusters: np.ndarray, base: float = np.e) -> float:
+    """Size-weighted mean over clusters of the entropy (nats, or log `base`) of the stages inside it:
+    H(stage | cluster)."""
     table = contingency_matrix(stages, clusters).astype(np.float64)
     sizes = table.sum(axis=0)
     share = table / sizes
-    return float(-(sizes / sizes.sum() * xlogy(share, share).sum(axis=0)).sum())
+    return float(-(sizes / sizes.sum() * xlogy(share, share).sum(axis=0)).sum() / np.log(base))
+
+
+def purity_hungarian(stages: np.ndarray, clusters: np.ndarray) -> float:
+    """Share of epochs whose cluster is matched to their stage by the best one-to-one matching."""
+    table = contingency_matrix(stages, clusters)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, cols].sum() / table.sum())
+
+
+def mutual_info_grid(points: np.ndarray, stages: np.ndarray, bins: int = GRID_BINS) -> float:
+    """I(stage; grid cell) in nats; cells of a bins x bins grid over the range of the first two coordinates."""
+    xy = np.asarray(points[:, :2], dtype=np.float64)
+    low, span = xy.min(axis=0), np.ptp(xy, axis=0)
+    cell = np.minimum(np.floor((xy - low) / (span + 1e-8) * bins).astype(np.int64), bins - 1)
+    return float(mutual_info_score(stages, cell[:, 0] * bins + cell[:, 1]))
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -103,6 +174,23 @@ def compactness_separation(z: np.ndarray, stages: np.ndarray) -> tuple[float, fl
     i, j = np.triu_indices(len(present), k=1)
     separation = np.linalg.norm(centroids[i] - centroids[j], axis=1).mean()
     return float(compactness), float(separation)
+
+
+def squared_compactness_separation(z: np.ndarray, stages: np.ndarray) -> tuple[float, float]:
+    """Mean over stages of the mean squared distance of two distinct epochs of the stage, and the mean squared
+    distance between two stage centroids. Uses mean_{i != j} ||z_i - z_j||^2 = 2 / (n - 1) sum_i ||z_i - c||^2
+    (c the stage centroid), so no pairwise matrix is built; a stage of one epoch counts 0, as in the reference."""
+    present, index = np.unique(stages, return_inverse=True)
+    centroids, within = [], []
+    for k in range(len(present)):
+        members = np.asarray(z[index == k], dtype=np.float64)
+        centroids.append(members.mean(axis=0))
+        n = len(members)
+        within.append(2.0 * ((members - centroids[-1]) ** 2).sum() / (n - 1) if n > 1 else 0.0)
+    centroids = np.stack(centroids)
+    i, j = np.triu_indices(len(present), k=1)
+    separation = ((centroids[i] - centroids[j]) ** 2).sum(axis=1).mean()
+    return float(np.mean(within)), float(separation)
 
 
 def uniformity(z: np.ndarray, block_rows: int = 2048) -> float:
@@ -149,8 +237,10 @@ def trustworthiness(z: np.ndarray, maps: dict[str, np.ndarray], n_neighbors: int
     return {name: float(1.0 - scale * penalty) for name, penalty in zip(maps, total)}
 
 
-def distance_alignment(z: np.ndarray, embedded: np.ndarray, n_pairs: int = 100_000, seed: int = 0) -> float:
-    """Spearman correlation of pairwise distances in z (n, D) and a map (n, 2); all pairs if fewer than n_pairs."""
+def pair_distances(z: np.ndarray, embedded: np.ndarray, n_pairs: int = 100_000,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Distances in z (n, D) and in a map (n, 2) of the same pairs of rows: all pairs if fewer than n_pairs,
+    else n_pairs uniform random pairs of distinct rows."""
     n = len(z)
     if n * (n - 1) // 2 <= n_pairs:
         i, j = np.triu_indices(n, k=1)
@@ -159,12 +249,33 @@ def distance_alignment(z: np.ndarray, embedded: np.ndarray, n_pairs: int = 100_0
         i = rng.integers(n, size=n_pairs)
         j = rng.integers(n - 1, size=n_pairs)
         j += j >= i  # a uniform partner other than i
-    latent = np.linalg.norm(z[i] - z[j], axis=1)
-    mapped = np.linalg.norm(embedded[i] - embedded[j], axis=1)
-    return float(spearmanr(latent, mapped).statistic)
+    return np.linalg.norm(z[i] - z[j], axis=1), np.linalg.norm(embedded[i] - embedded[j], axis=1)
+
+
+def distance_alignment(z: np.ndarray, embedded: np.ndarray, n_pairs: int = 100_000, seed: int = 0) -> float:
+    """Spearman correlation of the pair distances (`pair_distances`) in z (n, D) and a map (n, 2)."""
+    return float(spearmanr(*pair_distances(z, embedded, n_pairs, seed)).statistic)
+
+
+def alignment_cosine_sq(z: np.ndarray, embedded: np.ndarray, n_pairs: int = 100_000, seed: int = 0) -> float:
+    """The reference's alignment: cosine between the squared pair distances in z (n, D) and in a map."""
+    latent, mapped = (d.astype(np.float64) ** 2 for d in pair_distances(z, embedded, n_pairs, seed))
+    return float(latent @ mapped / (np.linalg.norm(latent) * np.linalg.norm(mapped)))
 
 
 # ----------------------------------------------------------------------------- all metrics of a fold
+def reference_geometry(points: np.ndarray, stages: np.ndarray, space: str) -> list[Metric]:
+    """The reference's squared compactness / separation and grid mutual information of points (n, d) in `space`."""
+    compactness, separation = squared_compactness_separation(points, stages)
+    n = len(points)
+    return [
+        Metric("compactness_sq_labels", space, compactness, n),
+        Metric("separation_sq_labels", space, separation, n),
+        Metric("compactness_separation_ratio_sq", space, compactness / separation, n),
+        Metric("mutual_info_grid", space, mutual_info_grid(points, stages), n),
+    ]
+
+
 def latent_metrics(z: np.ndarray, stages: np.ndarray, subsample: np.ndarray, seed: int) -> list[Metric]:
     """Cluster, label-aware and geometry metrics of z (n, D); quadratic ones on the rows `subsample`."""
     n, m = len(z), len(subsample)
@@ -176,7 +287,9 @@ def latent_metrics(z: np.ndarray, stages: np.ndarray, subsample: np.ndarray, see
         Metric("davies_bouldin_labels", "latent", float(davies_bouldin_score(z, stages)), n),
         Metric("davies_bouldin_kmeans", "latent", float(davies_bouldin_score(z, clusters)), n),
         Metric("purity_kmeans", "latent", purity(stages, clusters), n),
+        Metric("purity_hungarian_kmeans", "latent", purity_hungarian(stages, clusters), n),
         Metric("entropy_kmeans", "latent", average_entropy(stages, clusters), n),
+        Metric("entropy_bits_kmeans", "latent", average_entropy(stages, clusters, base=2), n),
         Metric("adjusted_rand_index_kmeans", "latent", float(adjusted_rand_score(stages, clusters)), n),
         Metric("adjusted_mutual_info_kmeans", "latent", float(adjusted_mutual_info_score(stages, clusters)), n),
         Metric("mutual_info_kmeans", "latent", float(mutual_info_score(stages, clusters)), n),
@@ -184,12 +297,14 @@ def latent_metrics(z: np.ndarray, stages: np.ndarray, subsample: np.ndarray, see
         Metric("separation_labels", "latent", separation, n),
         Metric("compactness_separation_ratio", "latent", compactness / separation, n),
         Metric("uniformity", "latent", uniformity(z[subsample]), m),
+        *reference_geometry(z, stages, "latent"),
     ]
 
 
 def map_metrics(z: np.ndarray, stages: np.ndarray, maps: dict[str, np.ndarray], seed: int,
-                n_neighbors: int = 10) -> list[Metric]:
-    """Trustworthiness, distance alignment and stage silhouette of each map (n, 2) of the rows z (n, D)."""
+                n_neighbors: int = 10, self_comparison: bool = False) -> list[Metric]:
+    """Trustworthiness, both alignments, stage silhouette and the reference's geometry of each map (n, 2) of the
+    rows z (n, D); with `self_comparison`, also the reference's self-against-self trustworthiness and alignment."""
     n = len(z)
     trust = trustworthiness(z, maps, n_neighbors)
     metrics = []
@@ -197,6 +312,12 @@ def map_metrics(z: np.ndarray, stages: np.ndarray, maps: dict[str, np.ndarray], 
         metrics += [
             Metric("trustworthiness", f"latent->{name}", trust[name], n),
             Metric("distance_alignment_spearman", f"latent->{name}", distance_alignment(z, embedded, seed=seed), n),
+            Metric("alignment_cosine_sq", f"latent->{name}", alignment_cosine_sq(z, embedded, seed=seed), n),
             Metric("silhouette_labels", name, float(silhouette_score(embedded, stages)), n),
+            *reference_geometry(embedded, stages, name),
         ]
+    if self_comparison:
+        self_trust = trustworthiness(z, {"latent": z}, REFERENCE_TRUSTWORTHINESS_NEIGHBORS)["latent"]
+        metrics += [Metric("trustworthiness_self", "latent->latent", self_trust, n),
+                    Metric("alignment_cosine_sq_self", "latent->latent", alignment_cosine_sq(z, z, seed=seed), n)]
     return metrics

@@ -189,7 +189,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert report["folds"] == [1, 2] and report["n_points"] == 520
     assert (report["max_points"], report["map_points"], report["seed"]) == (200, 150, 3)
     rows = {(r["metric"], r["space"]): r for r in report["metrics"]}
-    assert set(M.BETTER) == {name for name, _ in rows}
+    assert set(M.BETTER) - M.SELF_COMPARISONS == {name for name, _ in rows}  # self-comparison only when asked
     for reduction in ("pca", "tsne", "umap"):
         trust = rows["trustworthiness", f"latent->{reduction}"]
         assert 0.5 < trust["value"] <= 1.0 and [f["points"] for f in trust["per_fold"]] == [150, 150]
@@ -206,7 +206,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert "fold-01: stored evaluation left out of the report: it used max_points=200, map_points=150, seed=3" \
         in printed and "wrote" in printed
     summary = (tmp_path / "results" / "latent_summary.md").read_text()
-    assert "| trustworthiness | latent->umap | higher |" in summary
+    assert "| Trustworthiness | trustworthiness | standard | latent->umap | higher |" in summary
     assert (tmp_path / "results" / "latent_summary.csv").is_file()
     assert (tmp_path / "results" / "latent_summary.png").is_file()
 
