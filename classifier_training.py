@@ -21,8 +21,8 @@ import torch
 
 from probing.baselines import (bandpower_fold, random_init_config, random_init_fold, supervised_config,
                                supervised_fold, write_bandpower_results)
-from probing.probe import run_probe
-from probing.results import RESULTS_ROOT, write_results, write_summary
+from probing.probe import probe_kinds, run_probe, with_probe
+from probing.results import RESULTS_ROOT, describe, write_results, write_summary
 from training.checkpoint import best_checkpoint_path
 from training.config import load_config
 from utils import ConfigError, fold_name, select_device
@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fold", help="fold number K or 'all' (default: the fold of --encoder_ckpt)")
     parser.add_argument("--gpu", default="0" if torch.cuda.is_available() else "cpu",
                         help="CUDA device index or 'cpu' (default: 0 when CUDA is available)")
-    parser.add_argument("--probe", choices=("linear", "mlp"), help="probe.type override (default: the config's)")
+    parser.add_argument("--probe", choices=("linear", "mlp", "both"), help="probe.type override (default: the config's)")
     parser.add_argument("--label-fraction", type=float, help="train on this fraction of the labelled epochs")
     parser.add_argument("--baseline", choices=("random", "supervised", "bandpower"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -77,7 +77,8 @@ def encoder_checkpoint(args, config: dict, fold: int) -> Path:
     return best_checkpoint_path(config, fold)
 
 
-def score_fold(args, config: dict, fold: int, device) -> dict:
+def score_fold(args, config: dict, fold: int, device) -> dict[str, dict]:
+    """{classifier: the fold's test metrics}: each probe, or the baseline."""
     if args.baseline is None:
         return run_probe(config, fold, encoder_checkpoint(args, config, fold), device)
     if args.baseline == "supervised":
@@ -90,16 +91,14 @@ def score_fold(args, config: dict, fold: int, device) -> dict:
     return bandpower_fold(config, fold, data)
 
 
-def aggregate(args, config: dict) -> dict:
+def aggregate(args, config: dict) -> list[dict]:
+    """Pool the folds of each results folder this invocation wrote to."""
     if args.baseline == "bandpower":
-        return write_bandpower_results(config)
-    run = {None: config, "random": random_init_config(config), "supervised": supervised_config(config)}[args.baseline]
-    return write_results(run)
-
-
-def describe(scores: dict) -> str:
-    kappa = "n/a" if scores["kappa"] is None else f"{scores['kappa']:.3f}"
-    return f"accuracy {100 * scores['accuracy']:.1f} %, macro-F1 {scores['macro_f1']:.3f}, kappa {kappa}"
+        return [write_bandpower_results(config)]
+    if args.baseline == "supervised":
+        return [write_results(supervised_config(config))]
+    run = random_init_config(config) if args.baseline == "random" else config
+    return [write_results(with_probe(run, kind)) for kind in probe_kinds(config["probe"])]
 
 
 def main(argv=None) -> None:
@@ -125,15 +124,16 @@ def main(argv=None) -> None:
                 raise FileNotFoundError(f"checkpoint(s) not found: {', '.join(missing)} "
                                         "(pretrain those folds first, or pass --fold K)")
         for fold in folds:
-            scores = score_fold(args, config, fold, device)
-            print(f"fold {fold} ({scores['classifier']}, {scores['n_epochs']} test epochs): {describe(scores)}")
-        metrics = aggregate(args, config)
+            for scores in score_fold(args, config, fold, device).values():
+                print(f"fold {fold} ({scores['classifier']}, {scores['n_epochs']} test epochs): {describe(scores)}")
+        runs = aggregate(args, config)
     except (ConfigError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    print(f"{metrics['run']}: {metrics['n_folds']} of {metrics['num_folds']} fold(s) pooled "
-          f"({metrics['n_epochs']} test epochs): {describe(metrics['pooled'])}; "
-          f"per-fold mean macro-F1 {metrics['fold_mean']['macro_f1']:.3f} ± {metrics['fold_std']['macro_f1']:.3f}")
-    print(f"results in {RESULTS_ROOT / metrics['run']}/")
+    for metrics in runs:
+        print(f"{metrics['run']}: {metrics['n_folds']} of {metrics['num_folds']} fold(s) pooled "
+              f"({metrics['n_epochs']} test epochs): {describe(metrics['pooled'])}; "
+              f"per-fold mean macro-F1 {metrics['fold_mean']['macro_f1']:.3f} ± {metrics['fold_std']['macro_f1']:.3f}")
+        print(f"results in {RESULTS_ROOT / metrics['run']}/")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@
 #   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS x STEPS mini-batches + probe) on fold 1,
 #                                                     # baselines, latent evaluation, summary tables
 #   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
+#   bash benchmarks/run_gpu_benchmark.sh probe        # bench_probe.py: probe time before/after on 164k x 128 latents
+#   CONFIG=Hybrid_Transformer bash benchmarks/run_gpu_benchmark.sh pipeline   # bench_pipeline.py: one config,
+#                                                     # fold 1, to early stopping, every stage timed (issue 15)
 #   bash benchmarks/run_gpu_benchmark.sh ddp          # (2 GPUs) DDP scaling and loss match, CRL CNN_Attention + Hybrid CNN
 #
 # Data: the surrogate of all 153 Sleep-EDF nights (real hypnograms and band powers, synthetic signals), made
@@ -90,6 +93,16 @@ quality)
   python3 $repo/classifier_training.py --summarize > /dev/null 2>&1
   cat results/summary.md 2>/dev/null
   pack
+  ;;
+probe)
+  python3 benchmarks/bench_probe.py --gpu 0 --json "$OUT/bench_probe.json" 2>/dev/null | tee "$OUT/bench_probe.txt"
+  ;;
+pipeline)
+  # The shipped settings, trained to early stopping; the scratch run stays in /tmp/pipeline for inspection.
+  cfg=${CONFIG:-CRL_CNN_Attention}
+  timeout ${LIMIT:-590} python3 benchmarks/bench_pipeline.py --config configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json \
+    --fold 1 --gpu 0 --set data.root_dir=$DATA --workdir /tmp/pipeline --json "$OUT/pipeline_$cfg.json" 2>&1 \
+    | grep -v "it/s" | tail -30 | tee "$OUT/pipeline_$cfg.txt"
   ;;
 ddp)
   # Issue 8, on 2 GPUs: samples/s on 1 GPU vs 2 GPUs at the same per-GPU batch (128; global 256), and the

@@ -3,7 +3,8 @@
     backbone         CNN, CNN_Attention or Transformer (BACKBONES); each class's PARAMS is the
                      schema of config["backbone"]["params"]
     decoder          inside the backbone, built for MP and Hybrid only
-    projection_head  latent -> latent -> ReLU -> projection_dim (SimCLR MLP), CRL and Hybrid only
+    projection_head  CRL and Hybrid with ssl.params.projection_head: latent -> latent -> ReLU -> projection_dim
+                     (SimCLR MLP); off by default, as in the reference code (NT-Xent on the latent itself)
     classifier       latent -> 5 sleep stages (linear), Supervised only
 
 Every backbone offers encode(x), reconstruct(x) and token_masking_problem(ratio); the Transformer
@@ -19,12 +20,25 @@ from models.cnn import CNN
 from models.cnn_attention import CNNAttention
 from models.masking import mask_input
 from models.transformer import AutoEncoderViT
-from training.config import SCHEMA, SSL_TYPES
 from utils import STAGES, ConfigError, Field, fill_defaults, validate
 
 BACKBONES: dict[str, type] = {"CNN": CNN, "CNN_Attention": CNNAttention, "Transformer": AutoEncoderViT}
+SSL_TYPES = ("CRL", "MP", "Hybrid", "Supervised")
 DECODER_PARADIGMS = ("MP", "Hybrid")
 PROJECTION_PARADIGMS = ("CRL", "Hybrid")
+HEAD_PARAMS = {  # the heads' part of config["ssl"]["params"] (training/config.py includes it in its schema)
+    "projection_head": Field(bool, False, doc="CRL/Hybrid: an MLP head between the latent and NT-Xent (SimCLR); "
+                                               "the reference has none"),
+    "projection_dim": Field(int, 128, min=1, doc="output width of the projection head"),
+}
+
+
+def backbone_params(kind: str, params: dict) -> dict:
+    """`params` of backbone `kind` with every missing value filled: from its preset, then from PARAMS."""
+    cls = BACKBONES[kind]
+    presets = getattr(cls, "PRESETS", {})
+    preset = params.get("preset", cls.PARAMS["preset"].default) if "preset" in cls.PARAMS else None
+    return fill_defaults({**presets.get(preset, {}), **params}, cls.PARAMS)
 
 
 def backbone_problems(value, path: str = "backbone") -> list[str]:
@@ -36,14 +50,14 @@ def backbone_problems(value, path: str = "backbone") -> list[str]:
     if kind in BACKBONES and isinstance(params, dict):
         cls = BACKBONES[kind]
         problems += validate(params, cls.PARAMS, f"{path}.params") or cls.consistency_problems(
-            fill_defaults(params, cls.PARAMS), f"{path}.params")
+            backbone_params(kind, params), f"{path}.params")
     return problems
 
 
 class SSLModel(nn.Module):
     """A backbone with the heads of one paradigm. Inputs x are standardised epochs (B, C, T)."""
 
-    def __init__(self, backbone: nn.Module, ssl_type: str, projection_dim: int = 128):
+    def __init__(self, backbone: nn.Module, ssl_type: str, projection_head: bool = False, projection_dim: int = 128):
         super().__init__()
         self.backbone = backbone
         self.ssl_type = ssl_type
@@ -51,7 +65,7 @@ class SSLModel(nn.Module):
         self.has_decoder = backbone.decoder is not None
         self.projection_head = None
         self.classifier = None
-        if ssl_type in PROJECTION_PARADIGMS:
+        if ssl_type in PROJECTION_PARADIGMS and projection_head:
             self.projection_head = nn.Sequential(
                 nn.Linear(self.latent_dim, self.latent_dim), nn.ReLU(inplace=True), nn.Linear(self.latent_dim, projection_dim)
             )
@@ -63,8 +77,8 @@ class SSLModel(nn.Module):
         return self.backbone.encode(x)
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
-        """latent (B, latent_dim) -> (B, projection_dim)."""
-        return self.projection_head(z)
+        """latent (B, latent_dim) -> (B, projection_dim), or the latent itself without a projection head."""
+        return z if self.projection_head is None else self.projection_head(z)
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """latent (B, latent_dim) -> stage logits (B, 5)."""
@@ -94,24 +108,19 @@ class SSLModel(nn.Module):
 
 
 def build_model(config: dict) -> SSLModel:
-    """The SSLModel of a config (validated or raw: missing backbone params take their defaults).
+    """The SSLModel of a config (validated or raw: missing backbone and head params take their defaults).
 
     Raises ConfigError naming the key path (backbone.type, backbone.params.X, ssl.type, ...).
     """
     ssl = config.get("ssl") or {}
-    projection_dim = (ssl.get("params") or {}).get("projection_dim", SCHEMA["ssl"]["params"]["projection_dim"].default)
+    heads = {key: value for key, value in (ssl.get("params") or {}).items() if key in HEAD_PARAMS}
     problems = backbone_problems(config.get("backbone"))
     problems += validate({"type": ssl["type"]} if "type" in ssl else {}, {"type": Field(str, choices=SSL_TYPES)}, "ssl")
-    problems += Field(int, min=1).problems(projection_dim, "ssl.params.projection_dim")
+    problems += validate(heads, HEAD_PARAMS, "ssl.params")
     if problems:
         raise ConfigError(problems, config.get("_source"))
 
-    cls = BACKBONES[config["backbone"]["type"]]
-    params = fill_defaults(config["backbone"].get("params", {}), cls.PARAMS)
-    backbone = cls(**params, build_decoder=ssl["type"] in DECODER_PARADIGMS)
-    data = fill_defaults(config.get("data", {}), SCHEMA["data"])
-    if ssl["type"] in DECODER_PARADIGMS and data["masking"] == "token":
-        problem = backbone.token_masking_problem(data["masking_ratio"])
-        if problem:
-            raise ConfigError([f"data.masking: {problem}"], config.get("_source"))
-    return SSLModel(backbone, ssl["type"], projection_dim)
+    kind = config["backbone"]["type"]
+    params = backbone_params(kind, config["backbone"].get("params", {}))
+    backbone = BACKBONES[kind](**params, build_decoder=ssl["type"] in DECODER_PARADIGMS)
+    return SSLModel(backbone, ssl["type"], **fill_defaults(heads, HEAD_PARAMS))

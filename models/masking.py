@@ -4,7 +4,9 @@ Every mask is a float tensor with 1 = masked (hidden from the encoder, a unit of
 0 = visible. Randomness comes from `torch.rand`, optionally from a `torch.Generator` on the
 input's device, so a masking run can be reproduced exactly.
 
-    random  an exact `ratio` fraction of the samples of each epoch, chosen independently
+    random  an exact `ratio` fraction of the samples of each epoch (round(ratio * T)), chosen independently
+    fixed_proportion_random
+            the reference's name and rounding: T - int((1 - ratio) * T) samples (the same draw otherwise)
     span    contiguous spans of `span` samples, covering ~`ratio` of each epoch
     token   (Transformer only) MAE's random_masking: tokens are dropped before the encoder
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-INPUT_MASKINGS = ("random", "span")
+INPUT_MASKINGS = ("random", "span", "fixed_proportion_random")
 
 
 def shuffled_order(batch: int, length: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -55,6 +57,8 @@ def mask_input(x: torch.Tensor, ratio: float, masking: str, span: int, generator
     batch, _, length = x.shape
     if masking == "random":
         mask = random_sample_mask(batch, length, ratio, x.device, generator)
+    elif masking == "fixed_proportion_random":
+        mask = exact_random_mask(batch, length, length - int((1.0 - ratio) * length), x.device, generator)
     elif masking == "span":
         mask = span_mask(batch, length, ratio, span, x.device, generator)
     else:
@@ -63,12 +67,12 @@ def mask_input(x: torch.Tensor, ratio: float, masking: str, span: int, generator
 
 
 def choose_tokens(batch: int, length: int, ratio: float, device, generator=None):
-    """MAE's random_masking, as indices: keep a random round((1 - ratio) * length) tokens of each row.
+    """MAE's random_masking, as indices: drop a random round(ratio * length) tokens of each row, keep the rest.
 
     Returns (ids_keep (B, n_keep), mask (B, L) float 1 = dropped, ids_restore (B, L)), where
     ids_restore puts [kept, dropped] back into the original token order.
     """
-    n_keep = round((1.0 - ratio) * length)
+    n_keep = length - round(ratio * length)
     order = shuffled_order(batch, length, device, generator)
     ids_restore = torch.argsort(order, dim=1)
     return order[:, :n_keep], (ids_restore >= n_keep).float(), ids_restore

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from probing.probe import label_subset, probe_encoder, run_probe
-from probing.results import RESULTS_ROOT, results_dir, run_meta, save_fold_predictions, write_results
+from probing.results import RESULTS_ROOT, run_meta, save_fold_predictions, write_results
 from training.checkpoint import input_norm_of
 from utils import seed_everything
 
@@ -36,15 +36,14 @@ def random_init_config(config: dict) -> dict:
     return config
 
 
-def random_init_fold(config: dict, fold: int, device, data) -> dict:
-    """The configured probe on a seeded, randomly initialised frozen encoder of config's backbone."""
+def random_init_fold(config: dict, fold: int, device, data) -> dict[str, dict]:
+    """The configured probes on a seeded, randomly initialised frozen encoder of config's backbone; {kind: metrics}."""
     from models.main_model import build_model
 
     seed_everything(config["trainer"]["seed"])
     encoder = build_model(config).to(device).eval()
-    baseline = random_init_config(config)
-    return probe_encoder(encoder, input_norm_of(data.train.x), data, baseline, fold, device,
-                         paradigm="Random init", out_dir=results_dir(baseline))
+    return probe_encoder(encoder, input_norm_of(data.train.x), data, random_init_config(config), fold, device,
+                         paradigm="Random init")
 
 
 # ----------------------------------------------------------------------------- supervised
@@ -55,13 +54,15 @@ def supervised_config(config: dict) -> dict:
     return config
 
 
-def supervised_fold(config: dict, fold: int, device) -> dict:
-    """Train the encoder + head end to end with labels on the fold (training engine), score its head."""
+def supervised_fold(config: dict, fold: int, device) -> dict[str, dict]:
+    """Train the encoder + a linear head end to end with labels on the fold, score its head: {"supervised": metrics}.
+
+    Trained and selected as the probes are: plain cross-entropy, the state of lowest validation loss,
+    early stopping after trainer.early_stopping_patience validations without improvement."""
     from training.engine import train_fold
 
     baseline = supervised_config(config)
-    ckpt_path = train_fold(baseline, fold, device, run_probe=False)
-    return run_probe(baseline, fold, ckpt_path, device)
+    return run_probe(baseline, fold, train_fold(baseline, fold, device), device)
 
 
 # ----------------------------------------------------------------------------- band power
@@ -104,8 +105,8 @@ def bandpower_results_dir(config: dict) -> Path:
     return RESULTS_ROOT / name
 
 
-def bandpower_fold(config: dict, fold: int, data) -> dict:
-    """Band-power + logistic-regression baseline on one fold's train/val/test subjects."""
+def bandpower_fold(config: dict, fold: int, data) -> dict[str, dict]:
+    """Band-power + logistic-regression baseline on one fold's train/val/test subjects: {"bandpower": metrics}."""
     features = {split: bandpower_features(getattr(data, split).x, config["data"]["sampling_rate"])
                 for split in ("train", "val", "test")}
     labelled = label_subset(data.train.y, config["probe"]["label_fraction"], config["trainer"]["seed"] + fold)
@@ -113,7 +114,8 @@ def bandpower_fold(config: dict, fold: int, data) -> dict:
                                               features["val"], data.val.y, config["probe"]["class_weighting"])
     baseline = {**config, "exp_name": bandpower_results_dir(config).name}
     meta = run_meta(baseline, "Band power", "—", "logistic regression", config["probe"]["label_fraction"]) | summary
-    return save_fold_predictions(bandpower_results_dir(config), fold, data.test, model.predict(features["test"]), meta)
+    return {"bandpower": save_fold_predictions(bandpower_results_dir(config), fold, data.test,
+                                               model.predict(features["test"]), meta)}
 
 
 def write_bandpower_results(config: dict) -> dict:

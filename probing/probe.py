@@ -1,15 +1,23 @@
-"""Linear evaluation: a classifier trained on the frozen latents of a pretrained encoder.
+"""Evaluation on frozen latents: a classifier trained on the latents of a pretrained encoder.
 
-For one fold: encode the train/val/test epochs once (latents cached in memory), train the probe on
-(a label fraction of) the training subjects, keep the epoch with the best validation macro-F1
-(early stopping), and score it on the fold's test subjects. A model pretrained with labels
-(ssl.type "Supervised") is scored with its own classifier head instead.
+For one fold: encode the train/val/test epochs once, train each configured probe on (a label fraction
+of) the training subjects with plain cross-entropy, keep its state of lowest validation loss (early
+stopping after probe.patience epochs without improvement, as the reference trains its classifier),
+and score it on the fold's test subjects. A model pretrained with labels (ssl.type "Supervised") is
+scored with its own classifier head instead.
 
-    probe.type "linear"  one linear layer on standardised latents: the true linear evaluation
-    probe.type "mlp"     128 -> 256 -> 256 -> 5 with BatchNorm, ReLU, Dropout 0.5 (the seed's probe)
+    probe.type "linear"  one linear layer on standardised latents (multinomial logistic regression),
+                         full-batch L-BFGS: one epoch = one L-BFGS iteration over the whole training split
+    probe.type "mlp"     128 -> 256 -> 256 -> 5 with BatchNorm, ReLU, Dropout 0.5 (the seed's probe, the
+                         reference's DLProjMLP), Adam with L2 weight decay in mini-batches of probe.batch_size
+    probe.type "both"    the two, each in its own results folder (the default)
+
+The latents stay on the device for the whole fit; an epoch synchronises with the host once (the
+validation loss that decides early stopping).
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -80,64 +88,113 @@ def class_weights(y: np.ndarray, mode: str) -> torch.Tensor | None:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+PROBE_KINDS = ("linear", "mlp")
+
+
+def probe_kinds(probe_cfg: dict) -> list[str]:
+    """The probes a config asks for: probe.type "linear", "mlp" or "both"."""
+    return list(PROBE_KINDS) if probe_cfg["type"] == "both" else [probe_cfg["type"]]
+
+
+def with_probe(config: dict, kind: str) -> dict:
+    """A copy of config whose probe.type is the single probe `kind` (its results folder follows)."""
+    config = copy.deepcopy(config)
+    config["probe"]["type"] = kind
+    return config
+
+
 def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, probe_cfg: dict,
               seed: int, device="cpu", z_stats: np.ndarray | None = None) -> tuple[LatentProbe, dict]:
-    """Train a probe on latents (n, D); return it at its best validation macro-F1, and a training summary.
+    """Train a probe on latents (n, D); return it at its lowest validation loss, and a training summary.
 
-    Training stops after probe.patience epochs in which neither the validation macro-F1 nor the
-    validation loss improved (a loss still falling means the probe is still learning).
+    The probe (a LatentProbe: head + the standardisation buffers `mean`, `std`; 0 and 1 when
+    probe.standardise is false) takes raw latents (B, D) -> logits (B, 5), so it can be saved and
+    reused as it is. Training stops after
+    probe.patience epochs without a lower validation loss, or after probe.epochs.
 
     z_stats (default z_train) gives the standardisation statistics: pass the whole training
     split's latents when training on a label fraction (they need no labels).
     """
     if len(z_val) == 0:
         raise ValueError("the validation split is empty: the probe needs it for early stopping")
+    kind = probe_cfg["type"]
     device = torch.device(device)
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     stats = torch.as_tensor(z_train if z_stats is None else z_stats, dtype=torch.float32, device=device)
     mean, std = stats.mean(0), stats.std(0).clamp_min(1e-6)
-    probe = LatentProbe(build_head(probe_cfg["type"], stats.shape[1]), mean, std).to(device)
+    if not probe_cfg["standardise"]:
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
+    probe = LatentProbe(build_head(kind, stats.shape[1]), mean, std).to(device)
     head = probe.head  # trained on latents standardised once, here, rather than per mini-batch
     weights = class_weights(y_train, probe_cfg["class_weighting"])
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=probe_cfg["learning_rate"],
-                                  weight_decay=probe_cfg["weight_decay"], fused=True)
     z_train_t = (torch.as_tensor(z_train, dtype=torch.float32, device=device) - mean) / std
     y_train_t = torch.as_tensor(y_train, dtype=torch.long, device=device)
     z_val_t = (torch.as_tensor(z_val, dtype=torch.float32, device=device) - mean) / std
     y_val_t = torch.as_tensor(y_val, dtype=torch.long, device=device)
-    n, batch_size = len(z_train_t), probe_cfg["batch_size"]
+    if kind == "linear":
+        train_epoch = _lbfgs_epochs(head, z_train_t, y_train_t, loss_fn, probe_cfg["weight_decay"])
+    else:
+        train_epoch = _adam_epochs(head, z_train_t, y_train_t, loss_fn, probe_cfg, seed)
 
-    best = {"val_macro_f1": -1.0, "val_loss": float("inf"), "epoch": 0}
-    best_state, stale, epoch, lowest_loss = None, 0, 0, float("inf")
-    bar = tqdm(range(1, probe_cfg["epochs"] + 1), desc=f"{probe_cfg['type']} probe", unit="epoch", leave=False)
+    best_loss, best_epoch, best_state, stale, epoch = float("inf"), 0, None, 0, 0
+    bar = tqdm(range(1, probe_cfg["epochs"] + 1), desc=f"{kind} probe", unit="epoch", leave=False)
     for epoch in bar:
         head.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        for start in range(0, n - 1, batch_size):  # stop before a last batch of 1 (BatchNorm needs 2)
+        train_epoch()
+        head.eval()
+        val_loss = float(loss_fn(_logits(head, z_val_t), y_val_t))  # the epoch's one host sync
+        bar.set_postfix(val_loss=f"{val_loss:.4f}")
+        if val_loss < best_loss:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= probe_cfg["patience"]:
+                break
+    if best_state is None:
+        raise ValueError(f"{kind} probe: the validation loss was never finite; check the latents for NaN")
+    head.load_state_dict(best_state)
+    val_pred = _logits(head, z_val_t).argmax(1).cpu().numpy()
+    summary = {"best_epoch": best_epoch, "epochs_trained": epoch, "best_val_loss": best_loss,
+               "best_val_macro_f1": float(f1_score(y_val, val_pred, average="macro", zero_division=0)),
+               "n_train_labels": int(len(z_train_t))}
+    return probe.eval(), summary
+
+
+def _lbfgs_epochs(head: nn.Module, z: torch.Tensor, y: torch.Tensor, loss_fn, weight_decay: float):
+    """One full-batch L-BFGS iteration (strong-Wolfe line search) on cross-entropy + weight_decay/2 * |θ|²,
+    the objective that Adam's L2 weight decay descends."""
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=1, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(head(z), y) + 0.5 * weight_decay * sum(p.square().sum() for p in head.parameters())
+        loss.backward()
+        return loss
+
+    return lambda: optimizer.step(objective)
+
+
+def _adam_epochs(head: nn.Module, z: torch.Tensor, y: torch.Tensor, loss_fn, probe_cfg: dict, seed: int):
+    """One epoch of Adam (L2 weight decay, as the reference) over a device-side permutation in mini-batches
+    of probe.batch_size; no host sync. A last batch of one epoch is skipped (BatchNorm needs two)."""
+    optimizer = torch.optim.Adam(head.parameters(), lr=probe_cfg["learning_rate"],
+                                 weight_decay=probe_cfg["weight_decay"], fused=z.is_cuda or None)
+    generator = torch.Generator(device=z.device).manual_seed(seed)
+    n, batch_size = len(z), probe_cfg["batch_size"]
+
+    def epoch() -> None:
+        order = torch.randperm(n, generator=generator, device=z.device)
+        for start in range(0, n - 1, batch_size):
             batch = order[start : start + batch_size]
-            loss = loss_fn(head(z_train_t[batch]), y_train_t[batch])
+            loss = loss_fn(head(z[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        head.eval()
-        logits = _logits(head, z_val_t)
-        val_loss = float(loss_fn(logits, y_val_t))
-        val_f1 = f1_score(y_val, logits.argmax(1).cpu().numpy(), average="macro", zero_division=0)
-        bar.set_postfix(val_mf1=f"{val_f1:.3f}", val_loss=f"{val_loss:.3f}")
-        improved = val_f1 > best["val_macro_f1"] or val_loss < lowest_loss
-        if val_f1 > best["val_macro_f1"]:
-            best = {"val_macro_f1": float(val_f1), "val_loss": val_loss, "epoch": epoch}
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        lowest_loss = min(lowest_loss, val_loss)
-        stale = 0 if improved else stale + 1
-        if stale >= probe_cfg["patience"]:
-            break
-    head.load_state_dict(best_state)
-    summary = {"best_epoch": best["epoch"], "epochs_trained": epoch, "best_val_macro_f1": best["val_macro_f1"],
-               "best_val_loss": best["val_loss"], "n_train_labels": int(n)}
-    return probe.eval(), summary
+
+    return epoch
 
 
 @torch.no_grad()
@@ -152,27 +209,41 @@ def predict(classifier, z: np.ndarray, device="cpu") -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- one fold
-def probe_encoder(encoder: nn.Module, input_norm: dict, data, config: dict, fold: int, device,
-                  paradigm: str, out_dir: Path | None = None, test_latents: np.ndarray | None = None) -> dict:
-    """Encode the fold once, fit the configured probe, save the test predictions; return fold metrics.
-
-    data: a FoldData (.train/.val/.test Splits with x (n, 3000) µV, y, subject, night). `test_latents`:
-    the test split already encoded by this encoder (the engine's embeddings), else it is encoded here.
-    """
+def encode_fold(encoder: nn.Module, input_norm: dict, data, device, test_latents: np.ndarray | None = None) -> dict:
+    """{"train", "val", "test"}: latents (n, D) of a FoldData's splits; `test_latents`, when given, is reused."""
     splits = ("train", "val") if test_latents is not None else ("train", "val", "test")
     latents = {split: encode_array(encoder, getattr(data, split).x, input_norm, device)
                for split in tqdm(splits, desc="encoding", leave=False)}
-    if test_latents is not None:
-        latents["test"] = test_latents
-    probe_cfg, seed = config["probe"], config["trainer"]["seed"] + fold
-    labelled = label_subset(data.train.y, probe_cfg["label_fraction"], seed)
-    probe, summary = fit_probe(latents["train"][labelled], data.train.y[labelled], latents["val"], data.val.y,
-                               probe_cfg, seed=seed, device=device, z_stats=latents["train"])
-    meta = run_meta(config, paradigm, config["backbone"]["type"], f"{probe_cfg['type']} probe",
-                    probe_cfg["label_fraction"])
-    meta |= {"probe": probe_cfg["type"], **summary}
-    y_pred = predict(probe, latents["test"], device)
-    return save_fold_predictions(out_dir or results_dir(config), fold, data.test, y_pred, meta)
+    return latents if test_latents is None else latents | {"test": test_latents}
+
+
+def probe_latents(latents: dict, data, config: dict, fold: int, device, paradigm: str) -> dict[str, dict]:
+    """Fit every configured probe on a fold's latents, save its test predictions; return {kind: fold metrics}.
+
+    Each probe writes to its own results folder, results_dir(with_probe(config, kind)).
+    """
+    seed = config["trainer"]["seed"] + fold
+    labelled = label_subset(data.train.y, config["probe"]["label_fraction"], seed)
+    scores = {}
+    for kind in probe_kinds(config["probe"]):
+        run = with_probe(config, kind)
+        probe, summary = fit_probe(latents["train"][labelled], data.train.y[labelled], latents["val"], data.val.y,
+                                   run["probe"], seed=seed, device=device, z_stats=latents["train"])
+        meta = run_meta(run, paradigm, config["backbone"]["type"], f"{kind} probe", config["probe"]["label_fraction"])
+        y_pred = predict(probe, latents["test"], device)
+        scores[kind] = save_fold_predictions(results_dir(run), fold, data.test, y_pred, meta | {"probe": kind, **summary})
+    return scores
+
+
+def probe_encoder(encoder: nn.Module, input_norm: dict, data, config: dict, fold: int, device, paradigm: str,
+                  test_latents: np.ndarray | None = None) -> dict[str, dict]:
+    """Encode the fold once, fit the configured probes; {kind: fold metrics}.
+
+    data: a FoldData (.train/.val/.test Splits with x (n, 3000) µV, y, subject, night). `test_latents`:
+    the test split already encoded by this encoder (the pipeline's embeddings), else it is encoded here.
+    """
+    latents = encode_fold(encoder, input_norm, data, device, test_latents)
+    return probe_latents(latents, data, config, fold, device, paradigm)
 
 
 def score_supervised(model: nn.Module, input_norm: dict, data, config: dict, fold: int, device) -> dict:
@@ -184,11 +255,11 @@ def score_supervised(model: nn.Module, input_norm: dict, data, config: dict, fol
     return save_fold_predictions(results_dir(config), fold, data.test, y_pred, meta)
 
 
-def run_probe(config: dict, fold: int, ckpt_path, device, data=None, test_latents=None) -> dict:
-    """Score the best checkpoint of one fold (called by the training engine after each fold).
+def run_probe(config: dict, fold: int, ckpt_path, device, data=None, test_latents=None) -> dict[str, dict]:
+    """Score the best checkpoint of one fold: {kind: fold metrics} of each probe, or {"supervised": ...}.
 
-    `data` is the fold's FoldData when the caller has it in memory already (the engine), else it is loaded;
-    `test_latents` the checkpoint's test-split latents when the caller has them (the engine's embeddings).
+    `data` is the fold's FoldData when the caller has it in memory already (the pipeline), else it is loaded;
+    `test_latents` the checkpoint's test-split latents when the caller has them (the pipeline's embeddings).
 
     Refuses a checkpoint of another fold (its pretraining data would contain this fold's test
     subjects) or of another paradigm or backbone than the config's.
@@ -205,6 +276,6 @@ def run_probe(config: dict, fold: int, ckpt_path, device, data=None, test_latent
                          f"{config['ssl']['type']!r}: pass the config the checkpoint was trained with")
     data = data if data is not None else load_fold(config["data"], fold)
     if trained == "Supervised":
-        return score_supervised(model, ckpt["input_norm"], data, config, fold, device)
+        return {"supervised": score_supervised(model, ckpt["input_norm"], data, config, fold, device)}
     return probe_encoder(model, ckpt["input_norm"], data, config, fold, device, paradigm=trained,
                          test_latents=test_latents)

@@ -35,6 +35,9 @@ def results_dir(config: dict) -> Path:
     """results/<exp_name>[_mlp-probe][_labels-F]; a supervised model is scored by its own head."""
     name = config["exp_name"]
     if config["ssl"]["type"] != "Supervised":
+        if config["probe"]["type"] not in ("linear", "mlp"):
+            raise ValueError(f"probe.type {config['probe']['type']!r}: one folder per probe; pass "
+                             "probing.probe.with_probe(config, 'linear' or 'mlp')")
         if config["probe"]["type"] != "linear":
             name += f"_{config['probe']['type']}-probe"
         if config["probe"]["label_fraction"] < 1:
@@ -53,6 +56,12 @@ def run_meta(config: dict, paradigm: str, architecture: str, classifier: str, la
         "dataset": config["data"]["dataset"],
         "num_folds": config["data"]["num_folds"],
     }
+
+
+def describe(scores: dict) -> str:
+    """One line: accuracy, macro-F1 and Cohen's kappa of a metrics dict."""
+    kappa = "n/a" if scores["kappa"] is None else f"{scores['kappa']:.3f}"
+    return f"accuracy {100 * scores['accuracy']:.1f} %, macro-F1 {scores['macro_f1']:.3f}, kappa {kappa}"
 
 
 # ----------------------------------------------------------------------------- per-fold predictions

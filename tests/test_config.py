@@ -14,27 +14,55 @@ CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.json"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
     config = load_config(path)
-    assert config["exp_name"] == path.stem or config["exp_name"].startswith("DEMO_")
+    expected = path.stem + "_reference" if path.parent.name == "reference" else path.stem  # its own results folder
+    assert config["exp_name"] == expected or config["exp_name"].startswith("DEMO_")
     assert config["ssl"]["type"] in path.stem
 
 
 REFERENCE_README = Path(__file__).resolve().parents[2] / "shared" / "reference" / "README.md"
-SEED_CONFIGS = [p for p in CONFIGS if p.name.startswith("DLPROJ_pretrain_")]
+SEED_CONFIGS = [p for p in CONFIGS if p.name.startswith("DLPROJ_pretrain_") and p.parent.name == "configs"]
 
 
-def seed_page_values() -> dict[str, float]:
-    """The "seed page" column of the table "Reference settings that differ from the seed page" of
-    ../shared/reference/README.md: {setting: its first number}, e.g. {"CRL temperature": 0.1, "masking": 0.5}."""
+REFERENCE_CONFIGS = [p for p in CONFIGS if p.parent.name == "reference"]
+
+
+def published_settings() -> dict[str, tuple[str, str]]:
+    """The table "Reference settings that differ from the seed page" of ../shared/reference/README.md:
+    {setting: (seed page cell, reference configs / code cell)}."""
     if not REFERENCE_README.is_file():
         pytest.skip("../shared/reference is absent (only present in the development workplace)")
     text = REFERENCE_README.read_text()
     table = text[text.index("## Reference settings that differ from the seed page"):].split("\n\n")[0]
-    values = {}
-    for row in table.splitlines()[3:]:  # heading, header, |---|
-        setting, seed_page = (cell.strip() for cell in row.strip("|").split("|")[:2])
-        if number := re.search(r"\d+(\.\d+)?", seed_page):
-            values[setting] = float(number.group())
-    return values
+    rows = [[cell.strip() for cell in row.strip("|").split("|")] for row in table.splitlines()[3:]]  # past the header
+    return {setting: (seed_page, reference) for setting, seed_page, reference in rows}
+
+
+def first_number(cell: str, after: str = "") -> float:
+    return float(re.search(after + r"(\d+(\.\d+)?)", cell).group(1))
+
+
+def seed_page_values() -> dict[str, float]:
+    """The seed page's column: {setting: its first number}, e.g. {"CRL temperature": 0.1, "masking": 0.5}."""
+    return {setting: first_number(seed_page) for setting, (seed_page, _) in published_settings().items()
+            if re.search(r"\d", seed_page)}
+
+
+def test_reference_configs_carry_the_reference_values():
+    """configs/reference/ reproduces the reference code: NT-Xent at the loss's default temperature (not the
+    config's), its masking ratio and alpha_crl, as the reference column of ../shared/reference states."""
+    published = published_settings()
+    temperature = first_number(published["CRL temperature"][1], after="default ")
+    masking, alpha = first_number(published["masking"][1]), first_number(published["Hybrid alpha_crl"][1])
+    assert (temperature, masking, alpha) == (0.5, 0.25, 35)
+    assert len(REFERENCE_CONFIGS) == 9
+    for path in REFERENCE_CONFIGS:
+        c = load_config(path)
+        if c["ssl"]["type"] in ("CRL", "Hybrid"):
+            assert c["ssl"]["params"]["temperature"] == temperature, path.name
+        if c["ssl"]["type"] in ("MP", "Hybrid"):
+            assert (c["data"]["masking"], c["data"]["masking_ratio"]) == ("fixed_proportion_random", masking), path.name
+        if c["ssl"]["type"] == "Hybrid":
+            assert c["ssl"]["params"]["alpha_crl"] == alpha, path.name
 
 
 def test_nine_seed_configs_carry_the_seed_pages_values():

@@ -10,14 +10,15 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from training import cli
+import pipeline
 from training.config import load_config
 from training.engine import TrainingDiverged, train_fold
 from training.paradigms import PARADIGMS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRANSFORMER = {"use_signal_backbone": False, "patch_size": 100, "embed_dim": 32, "depth": 1, "num_heads": 2,
-                    "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2, "dropout": 0.0}
+                    "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2, "dropout": 0.0,
+                    "latent_dim": 32}
 SUBJECTS = list(range(8))
 EPOCHS_PER_NIGHT = 24
 
@@ -70,13 +71,14 @@ def make_config(workdir, paradigm="MP", backbone="CNN", **trainer):
 @pytest.mark.parametrize("paradigm", ["CRL", "MP", "Hybrid"])
 def test_each_paradigm_trains_and_leaves_its_files(workdir, paradigm):
     path = make_config(workdir, paradigm)
-    cli.main(paradigm, ["--config", str(path), "--gpu", "cpu", "--fold", "1"])
+    pipeline.main(paradigm, ["--config", str(path), "--gpu", "cpu", "--fold", "1"])
     exp = f"test_{paradigm}_CNN"
     run = workdir[0] / "checkpoints" / exp
     for name in ["ckpt_fold-01.pth", "last_fold-01.pth", "train_fold-01.json", "embeddings_fold-01.pt"]:
         assert (run / name).is_file(), name
     assert list((workdir[0] / "logs" / exp / "fold-01").glob("events.out.tfevents.*"))
-    assert (workdir[0] / "results" / exp / "metrics.json").is_file()
+    for run_name in (exp, f"{exp}_mlp-probe"):  # probe.type "both": the linear and the MLP probe
+        assert (workdir[0] / "results" / run_name / "metrics.json").is_file()
     embeddings = torch.load(run / "embeddings_fold-01.pt")
     assert embeddings["z"].shape == (2 * EPOCHS_PER_NIGHT, 128)
     assert set(embeddings["subject"].tolist()) == {6, 7}
@@ -87,14 +89,14 @@ def test_each_paradigm_trains_and_leaves_its_files(workdir, paradigm):
 def test_wrong_script_is_refused_with_the_right_one(workdir):
     path = make_config(workdir, "MP")
     with pytest.raises(SystemExit, match=r"is a MP config \(ssl.type\); run it with: python train_mp.py"):
-        cli.main("CRL", ["--config", str(path), "--gpu", "cpu"])
+        pipeline.main("CRL", ["--config", str(path), "--gpu", "cpu"])
 
 
 def test_missing_gpu_is_a_clear_error(workdir, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = make_config(workdir, "MP")
     with pytest.raises(SystemExit, match="CUDA is not available on this machine; use --gpu cpu"):
-        cli.main("MP", ["--config", str(path), "--gpu", "0"])
+        pipeline.main("MP", ["--config", str(path), "--gpu", "0"])
 
 
 def _final_weights(config, fold=1):
@@ -104,7 +106,7 @@ def _final_weights(config, fold=1):
 
 def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeypatch):
     config = load_config(make_config(workdir, "MP", max_epochs=3))
-    train_fold(config, 1, "cpu", run_probe=False)
+    train_fold(config, 1, "cpu")
     reference, reference_state = _final_weights(config)
 
     config["exp_name"] = "interrupted"
@@ -120,9 +122,9 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeyp
 
     monkeypatch.setattr(PARADIGMS["MP"], "loss", interrupt_after_five)
     with pytest.raises(KeyboardInterrupt):
-        train_fold(config, 1, "cpu", run_probe=False)
+        train_fold(config, 1, "cpu")
     monkeypatch.setattr(PARADIGMS["MP"], "loss", original)
-    train_fold(config, 1, "cpu", resume=True, run_probe=False)
+    train_fold(config, 1, "cpu", resume=True)
     resumed, resumed_state = _final_weights(config)
     assert resumed_state["global_step"] == reference_state["global_step"]
     for key in reference:
@@ -144,7 +146,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir
 
     monkeypatch.setattr(PARADIGMS["MP"], "loss", nan_at_step_five)
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 5"):
-        train_fold(config, 1, "cpu", run_probe=False)
+        train_fold(config, 1, "cpu")
     best = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)
     assert best["step"] == 4 and all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
 
@@ -160,7 +162,7 @@ def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
         return original(self, x, y)
 
     monkeypatch.setattr(PARADIGMS["MP"], "inputs", record)
-    train_fold(config, 1, "cpu", run_probe=False)
+    train_fold(config, 1, "cpu")
     norm = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)["input_norm"]
     subjects = {round(float(x.mean() * norm["std"] + norm["mean"]) / 100) for batch in seen for x in batch}
     assert subjects <= {0, 1, 2, 3, 4}
@@ -207,7 +209,7 @@ def test_compiled_loss_runs_training_steps_and_validation_stays_eager(workdir, m
 
     monkeypatch.setattr(torch, "compile", refuse)
     assert config["trainer"]["compile"] is True
-    train_fold(config, 1, "cpu", run_probe=False)  # trainer.compile is ignored on CPU
+    train_fold(config, 1, "cpu")  # trainer.compile is ignored on CPU
 
 
 def test_real_compile_on_cpu_gives_the_eager_losses(monkeypatch):
@@ -258,7 +260,7 @@ def _ddp_worker(rank, world_size, port, config, cwd):
     from training.engine import init_distributed
 
     distributed, device = init_distributed(torch.device("cpu"))
-    train_fold(config, 1, device, run_probe=False, distributed=distributed)
+    train_fold(config, 1, device, distributed=distributed)
     torch.distributed.destroy_process_group()
 
 
@@ -274,7 +276,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(workdir)
     for aug in config["ssl"]["params"]["augmentations"].values():
         aug["p"] = 0.0
     single = dict(config, exp_name="single")
-    train_fold(single, 1, "cpu", run_probe=False)
+    train_fold(single, 1, "cpu")
     double = dict(config, exp_name="ddp")
     mp.spawn(_ddp_worker, args=(2, _free_port(), double, str(workdir[0])), nprocs=2, join=True)
     a = torch.load("checkpoints/single/last_fold-01.pth", weights_only=False)["model"]
@@ -345,3 +347,62 @@ def test_cuda_compiled_graphed_steps_follow_eager_steps(monkeypatch):
         updates.append(torch.cat([(p.detach() - p0).flatten() for p, p0 in zip(model.parameters(), initial)]))
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
     assert float((updates[1] - updates[0]).norm() / updates[0].norm()) < 0.01
+
+
+@pytest.mark.parametrize("paradigm", ["CRL", "MP", "Hybrid"])
+def test_chunked_validation_loss_equals_the_unchunked_loss(paradigm):
+    from models.main_model import build_model
+    from training.engine import build_objective, chunked_backbone
+
+    config = load_config(REPO / "configs" / "demo" / "DEMO_Hybrid_CNN.json", [f"ssl.type={paradigm}"])
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    objective = build_objective(config, model)
+    x, y = torch.randn(10, 1, 3000), torch.randint(0, 5, (10,))
+    seen = []
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv1d))
+    first_conv.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        whole = objective(x, y)[0]
+        largest_unchunked, seen[:] = max(seen), []
+        torch.manual_seed(1)
+        with chunked_backbone(model.backbone, 3):
+            chunked = objective(x, y)[0]
+    assert largest_unchunked >= 10 and max(seen) <= 3  # the encoder saw chunks of at most 3 epochs
+    assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert "encode" not in vars(model.backbone)  # the class's own methods are back
+
+
+def test_training_does_not_import_the_probe():
+    """The engine sits below the probe: nothing in training/ imports probing/."""
+    import ast
+
+    for path in (REPO / "training").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(name.split(".")[0] == "probing" for name in names), path.name
+
+
+def test_chunked_validation_does_not_recompile_the_training_step(monkeypatch):
+    """chunked_backbone sets and deletes instance attributes; the compiled training loss must not see a change."""
+    import torch._dynamo
+
+    from models.main_model import build_model
+    from training.engine import build_objective, chunked_backbone
+
+    config = load_config(REPO / "configs" / "demo" / "DEMO_CRL_CNN.json")
+    torch.manual_seed(0)
+    model = build_model(config)
+    objective = build_objective(config, model)
+    compiled = torch.compile(objective.paradigm.loss, backend="eager", dynamic=False)
+    x = torch.randn(8, 1, 3000)
+    views = objective.paradigm.inputs(x, None)
+    compiled(*views)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    model.eval()
+    with torch.no_grad(), chunked_backbone(model.backbone, 3):
+        objective(x, None)
+    model.train()
+    compiled(*views)  # raises on a recompilation

@@ -9,11 +9,12 @@ from models.cnn_attention.cnn_attention import SelfAttentionBlock
 from models.masking import choose_tokens, gather_tokens, mask_input, random_sample_mask, span_mask
 from models.transformer.autoencoder_vit import overlap_average
 from training.config import load_config
-from utils import ConfigError
+from utils import REPO_ROOT as REPO, ConfigError
 
 TYPES = tuple(BACKBONES)
 ONE_TOKEN = {"use_signal_backbone": False, "patch_size": 3000}
-LIGHT = {"backbone_width": 4}  # a cheaper signal backbone where its width does not matter
+FRAMES = {"use_signal_backbone": True, "backbone_width": 4}  # the frame backbone, cheap where its width does not matter
+LIGHT = {**FRAMES, "step_s": 1.25}  # 21 overlapping frames of 5 s
 
 
 def model_of(kind, ssl="Hybrid", params=None, **sections):
@@ -57,12 +58,67 @@ def test_hybrid_gradients_reach_every_parameter(kind):
     assert missing == []
 
 
-def test_mp_alone_trains_the_latent_projection():
-    """The latent feeds the decoder, so MP trains the same latent the probe reads."""
-    for kind in TYPES:
-        model = model_of(kind, "MP", LIGHT if kind == "Transformer" else {})
-        model.forward_mp(epochs(2), 0.5, "random", 1)["pred"].pow(2).mean().backward()
-        assert all(p.grad.abs().sum() > 0 for p in model.backbone.to_latent.parameters())
+@pytest.mark.parametrize("kind, params", [("CNN", {"preset": "small"}), ("Transformer", {"latent_projection": True})])
+def test_mp_alone_trains_the_latent_projection(kind, params):
+    """Where the latent is a projection, it feeds the decoder, so MP trains the latent the probe reads."""
+    model = model_of(kind, "MP", params)
+    model.forward_mp(epochs(2), 0.5, "random", 1)["pred"].pow(2).mean().backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.backbone.to_latent.parameters())
+
+
+# ----------------------------------------------------------------------------- the reference's architectures
+REFERENCE_PARAMETERS = {  # ../shared/reference/README.md, counted with torch on the reference's own models
+    "CNN": (1_142_973, 1_751_039),
+    "CNN_Attention": (1_472_957, 2_163_327),
+}
+
+
+@pytest.mark.parametrize("kind", ["CNN", "CNN_Attention"])
+def test_encoder_and_decoder_parameter_counts_equal_the_reference(kind):
+    backbone = model_of(kind, "MP").backbone
+    counts = tuple(sum(p.numel() for p in part.parameters()) for part in (backbone.encoder, backbone.decoder))
+    assert counts == REFERENCE_PARAMETERS[kind]
+    assert sum(p.numel() for p in model_of(kind, "CRL").parameters()) == REFERENCE_PARAMETERS[kind][0]  # no head
+
+
+@pytest.mark.parametrize("kind", ["CNN", "CNN_Attention"])
+def test_reference_pyramid_shapes_and_unit_norm_latent(kind):
+    model, x = model_of(kind, "MP").eval(), epochs(3)
+    c3, c4, c5 = model.backbone.pyramid(x)
+    assert (c3.shape, c4.shape, c5.shape) == ((3, 192, 120), (3, 256, 24), (3, 128, 6))
+    z = model.encode(x)
+    assert z.shape == (3, 128)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(z, F.normalize(c5.mean(-1), dim=1))  # the pooled c5, L2-normalised
+    assert model.backbone.reconstruct(x)[0].shape == (3, 1, 3000)
+
+
+def test_reference_blocks_conv_layers_prelu_and_gate():
+    encoder = model_of("CNN", "CRL").backbone.encoder
+    convs = [[m for m in block.modules() if isinstance(m, torch.nn.Conv1d)] for block in encoder.blocks]
+    assert [len(c) for c in convs] == [2, 2, 3, 3, 3]
+    assert [c[-1].out_channels for c in convs] == [64, 128, 192, 256, 128]
+    assert all(conv.bias is not None and conv.kernel_size == (3,) for c in convs for conv in c)
+    assert [pool.kernel_size for pool in encoder.pools] == [5, 5, 5, 4]
+    assert all(isinstance(block.activation, torch.nn.PReLU) for block in encoder.blocks)
+
+
+def test_reference_transformer_widths_heads_depths():
+    vit = model_of("Transformer", "MP").backbone
+    assert (len(vit.encoder.layers), vit.encoder.layers[0].self_attn.embed_dim, vit.encoder.layers[0].self_attn.num_heads) == (6, 128, 8)
+    decoder = vit.decoder.blocks
+    assert (len(decoder.layers), decoder.layers[0].self_attn.embed_dim, decoder.layers[0].self_attn.num_heads) == (8, 128, 4)
+    assert vit.signal_backbone is None and vit.num_tokens == 30  # real tokens: 1-s patches
+    frames = model_of("Transformer", "CRL", {"use_signal_backbone": True}).backbone
+    assert (frames.window, frames.step, frames.num_tokens) == (500, 50, 51)  # the reference config's 5 s every 0.5 s
+
+
+def test_small_presets_stay_available_and_explicit_params_override_them():
+    small = model_of("CNN", "CRL", {"preset": "small"}).backbone
+    assert small.widths == [16, 32, 64, 128, 256] and small.to_latent is not None
+    assert model_of("CNN", "CRL", {"preset": "small", "widths": [8, 8, 8, 8, 8]}).backbone.widths == [8] * 5
+    vit = model_of("Transformer", "CRL", {"preset": "small"}).backbone
+    assert vit.encoder.layers[0].self_attn.embed_dim == 256 and len(vit.encoder.layers) == 4 and vit.step == 250
 
 
 def test_supervised_gradients_reach_every_parameter():
@@ -85,30 +141,29 @@ def test_crl_build_has_no_decoder(kind):
 
 
 # ----------------------------------------------------------------------------- CNN
-def test_cnn_pyramid_and_exact_reconstruction_of_any_length():
-    model = model_of("CNN", "MP").eval()
-    c3, c4, c5 = model.backbone.pyramid(epochs(2))
-    assert (c3.shape, c4.shape, c5.shape) == ((2, 64, 120), (2, 128, 40), (2, 256, 20))
-    recon, _ = model.backbone.reconstruct(epochs(2, 2999))  # pools floor 2999 -> 599 -> 119 -> 39 -> 19
+def test_cnn_reconstructs_any_length_exactly():
+    model = model_of("CNN", "MP", {"preset": "small"}).eval()
+    recon, _ = model.backbone.reconstruct(epochs(2, 2999))  # pools ceil 2999 -> 600 -> 120 -> 40 -> 20
     assert recon.shape == (2, 1, 2999)
 
 
 def test_cnn_widths_and_pools_from_params():
-    params = {"widths": [8, 8, 24, 24], "pool_sizes": [4, 3, 5], "kernel_size": 7, "latent_dim": 32}
+    params = {"widths": [8, 8, 24, 32], "layers_per_block": [1, 1, 2, 2], "pool_sizes": [4, 3, 5], "kernel_size": 7,
+              "latent_dim": 32}
     model = model_of("CNN", "MP", params)
-    assert [s.shape[1:] for s in model.backbone.encoder(epochs(2))] == [(8, 3000), (8, 750), (24, 250), (24, 50)]
+    assert [s.shape[1:] for s in model.backbone.encoder(epochs(2))] == [(8, 3000), (8, 750), (24, 250), (32, 50)]
     assert model.encode(epochs(2)).shape == (2, 32)
-    assert model.backbone.encoder.blocks[0][0].kernel_size == (7,)
+    assert model.backbone.encoder.blocks[0].convs[0].kernel_size == (7,)
 
 
-@pytest.mark.parametrize("stages", [[4, 5], [1, 3]])
+@pytest.mark.parametrize("stages", [[4, 5], [2, 3]])
 def test_attention_exactly_at_configured_stages(stages):
     model = model_of("CNN_Attention", "MP", {"attention_stages": stages})
     encoder, decoder = model.backbone.encoder.blocks, model.backbone.decoder.blocks
     has_attention = [any(isinstance(m, SelfAttentionBlock) for m in block.modules()) for block in encoder]
     assert has_attention == [stage in stages for stage in range(1, 6)]
     mirrored = [any(isinstance(m, SelfAttentionBlock) for m in block.modules()) for block in decoder]
-    assert mirrored == [stage in stages for stage in range(5, 0, -1)]
+    assert mirrored == [stage in stages for stage in range(1, 6)]  # decoder block i mirrors encoder block i
     crl = model_of("CNN_Attention", "CRL", {"attention_stages": stages})
     assert sum(isinstance(m, SelfAttentionBlock) for m in crl.modules()) == len(stages)
 
@@ -122,34 +177,60 @@ def test_transformer_token_count(params, tokens):
     shapes = encoder_input_shapes(model)
     model.encode(epochs(2))
     assert model.backbone.num_tokens == tokens
-    assert shapes == [(2, 1 + tokens, 256)]  # CLS + every token
+    assert shapes == [(2, 1 + tokens, 128)]  # CLS + every token
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.75])
 def test_token_masking_encoder_sees_only_kept_tokens(ratio):
-    model = model_of("Transformer", "MP", LIGHT)
+    model = model_of("Transformer", "MP", {"patch_size": 300})  # 10 tokens of 3 s
     shapes, x = encoder_input_shapes(model), epochs(2)
     out = model.forward_mp(x, ratio, "token", 50)
-    n_keep = round((1 - ratio) * 21)
-    assert shapes == [(2, 1 + n_keep, 256)]
-    assert out["mask"].shape == (2, 21) and torch.all(out["mask"].sum(1) == 21 - n_keep)
-    assert out["pred"].shape == out["target"].shape == (2, 21, 500)
-    assert torch.equal(out["target"][:, 3], x[:, 0, 3 * 125 : 3 * 125 + 500])  # frame 3 starts at 3.75 s
+    n_keep = 10 - round(ratio * 10)
+    assert shapes == [(2, 1 + n_keep, 128)]
+    assert out["mask"].shape == (2, 10) and torch.all(out["mask"].sum(1) == 10 - n_keep)
+    assert out["pred"].shape == out["target"].shape == (2, 10, 300)
+    assert torch.equal(out["target"][:, 3], x[:, 0, 900:1200])  # token 3 covers 9-12 s
     assert out["recon"].shape == (2, 1, 3000) and out["latent"].shape == (2, 128)
+
+
+@pytest.mark.parametrize("patch_size, ratio", [(100, 0.5), (300, 0.5), (250, 0.5), (100, 0.25), (500, 0.5)])
+def test_token_masking_never_scores_a_visible_sample_and_masks_the_exact_ratio(patch_size, ratio):
+    """Every sample the MP loss scores lies in a dropped token and in no kept one; the number of dropped
+    tokens is ratio * L to within one token (half a token, by rounding)."""
+    model = model_of("Transformer", "MP", {"patch_size": patch_size})
+    vit, x = model.backbone, epochs(4)
+    out = model.forward_mp(x, ratio, "token", 50, torch.Generator().manual_seed(0))
+    L = vit.num_tokens
+    assert torch.all((out["mask"].sum(1) - ratio * L).abs() <= 0.5)
+    starts = torch.arange(L) * vit.step  # the samples token l covers: [starts[l], starts[l] + window)
+    covers = (torch.arange(3000)[None] >= starts[:, None]) & (torch.arange(3000)[None] < starts[:, None] + vit.window)
+    for row in range(4):
+        kept, dropped = covers[out["mask"][row] == 0].any(0), covers[out["mask"][row] == 1].any(0)
+        assert not (kept & dropped).any()  # no scored sample inside a kept token
+
+
+def test_token_masking_on_overlapping_frames_is_refused():
+    """5-s frames every 0.5 s: a dropped frame's samples are inside its kept neighbours (the leak)."""
+    with pytest.raises(ValueError, match="do not overlap"):
+        model_of("Transformer", "MP", FRAMES).forward_mp(epochs(2), 0.5, "token", 50)
+    with pytest.raises(ConfigError, match="data.masking: 'token' masking needs tokens that do not overlap"):
+        load_config(REPO / "configs" / "DLPROJ_pretrain_MP_Transformer_Sleep-EDF-2018.json",
+                    ["backbone.params.use_signal_backbone=true"])
+    assert model_of("Transformer", "MP", {**FRAMES, "step_s": 5.0}).forward_mp(epochs(2), 0.5, "token", 50)["mask"].shape == (2, 6)
 
 
 def test_only_visible_frames_are_embedded_and_match_embedding_all_then_dropping():
     """MAE drops masked tokens after the embedding; embedding only the visible frames gives the same
     tokens (BatchNorm in eval mode, so statistics do not depend on which frames are in the batch)."""
-    model = model_of("Transformer", "MP", LIGHT).eval()
+    model = model_of("Transformer", "MP", {**FRAMES, "step_s": 5.0}).eval()  # 6 frames of 5 s
     vit, x = model.backbone, epochs(3)
     backbone_frames = []
     vit.signal_backbone.register_forward_hook(lambda module, args, out: backbone_frames.append(args[0].shape[1]))
     encoded, mask, _ = vit.forward_encoder(x, 0.5, torch.Generator().manual_seed(3))
-    assert backbone_frames == [10]  # round((1 - 0.5) * 21) = 10 of the 21 frames embedded
+    assert backbone_frames == [3]  # 6 - round(0.5 * 6) = 3 of the 6 frames embedded
 
     tokens = vit.patch_embed(vit.signal_backbone(vit.frames(x))) + vit.positions[:, 1:]
-    ids_keep, reference_mask, _ = choose_tokens(3, 21, 0.5, "cpu", torch.Generator().manual_seed(3))
+    ids_keep, reference_mask, _ = choose_tokens(3, 6, 0.5, "cpu", torch.Generator().manual_seed(3))
     kept = gather_tokens(tokens, ids_keep)
     cls = (vit.cls_token + vit.positions[:, :1]).expand(3, -1, -1)
     torch.testing.assert_close(encoded, vit.encoder(torch.cat([cls, kept], dim=1)))
@@ -184,7 +265,8 @@ def test_one_token_config_works_and_refuses_token_masking():
     with pytest.raises(ValueError, match="needs several tokens"):
         model.forward_mp(x, 0.5, "token", 50)
     with pytest.raises(ConfigError, match="data.masking"):
-        model_of("Transformer", "MP", ONE_TOKEN, data={"masking": "token"})
+        load_config(REPO / "configs" / "DLPROJ_pretrain_MP_Transformer_Sleep-EDF-2018.json",
+                    ["backbone.params.patch_size=3000"])
 
 
 # ----------------------------------------------------------------------------- masks
@@ -226,7 +308,9 @@ def test_masked_input_is_zero_exactly_where_masked_and_reproducible():
     ({"type": "CNN", "params": {"widths": [8, 16]}}, "backbone.params.widths"),
     ({"type": "CNN_Attention", "params": {"attention_stages": [6]}}, "backbone.params.attention_stages"),
     ({"type": "CNN_Attention", "params": {"attention_heads": 3}}, "backbone.params.attention_heads"),
-    ({"type": "Transformer", "params": {"step_s": 2.0}}, "backbone.params.step_s"),
+    ({"type": "Transformer", "params": {"use_signal_backbone": True, "step_s": 2.0}}, "backbone.params.step_s"),
+    ({"type": "CNN", "params": {"latent_dim": 64}}, "backbone.params.latent_dim"),
+    ({"type": "CNN", "params": {"layers_per_block": [2, 2]}}, "backbone.params.layers_per_block"),
     ({"type": "Transformer", "params": {"use_signal_backbone": False, "patch_size": 7}}, "backbone.params.patch_size"),
 ])
 def test_bad_backbone_raises_config_error_naming_the_key(backbone, key):
@@ -253,3 +337,12 @@ def test_load_config_validates_and_fills_backbone_params(tmp_path):
 def test_transformer_refuses_an_epoch_of_another_length():
     with pytest.raises(ValueError, match="input_length=3000"):
         model_of("Transformer", "MP", LIGHT).encode(epochs(2, 2500))
+
+
+def test_fixed_proportion_random_keeps_the_references_int_of_the_kept_share():
+    """The reference keeps int(T (1 - ratio)) samples: T = 10, ratio 0.33 keeps int(6.7) = 6, masks 4
+    (round(3.3) = 3 under 'random'); at T = 3000, ratio 0.25 both mask 750."""
+    x = torch.ones(3, 1, 10)
+    assert torch.all(mask_input(x, 0.33, "fixed_proportion_random", 1)[1].sum(1) == 4)
+    assert torch.all(mask_input(x, 0.33, "random", 1)[1].sum(1) == 3)
+    assert torch.all(mask_input(epochs(2), 0.25, "fixed_proportion_random", 1)[1].sum(1) == 750)

@@ -14,7 +14,8 @@ from probing.probe import class_weights, fit_probe, label_subset, predict, probe
 from probing.results import load_fold_predictions, results_dir, write_results
 
 PROBE = {"type": "linear", "epochs": 20, "batch_size": 64, "learning_rate": 5e-2, "weight_decay": 1e-4,
-         "patience": 3, "class_weighting": "balanced", "label_fraction": 1.0, "run_after_pretraining": True}
+         "patience": 3, "class_weighting": "balanced", "label_fraction": 1.0, "run_after_pretraining": True,
+         "standardise": True}
 CONFIG = {"exp_name": "toy", "backbone": {"type": "CNN", "params": {}}, "trainer": {"seed": 0},
           "data": {"dataset": "demo", "sampling_rate": 100, "num_folds": 2}, "ssl": {"type": "CRL"}, "probe": PROBE}
 
@@ -112,7 +113,7 @@ NORM = {"mean": 0.0, "std": 10.0}
 def test_probe_fold_writes_predictions_and_pooled_results(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = copy.deepcopy(CONFIG)
-    folds = [probe_encoder(AmplitudeEncoder(), NORM, toy_fold(10 * k), config, k, "cpu", paradigm="CRL")
+    folds = [probe_encoder(AmplitudeEncoder(), NORM, toy_fold(10 * k), config, k, "cpu", paradigm="CRL")["linear"]
              for k in (1, 2)]
     assert folds[0]["fold"] == 1 and folds[0]["classifier"] == "linear probe" and folds[0]["accuracy"] > 0.9
     out = tmp_path / "results" / "toy"
@@ -135,7 +136,7 @@ def test_label_fraction_and_mlp_runs_get_their_own_folder(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     config = copy.deepcopy(CONFIG)
     config["probe"] |= {"type": "mlp", "label_fraction": 0.1, "epochs": 3}
-    fold = probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")
+    fold = probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")["mlp"]
     assert results_dir(config).name == "toy_mlp-probe_labels-0.1"
     assert fold["n_train_labels"] == 30 and fold["label_fraction"] == 0.1
     assert write_results(config)["classifier"] == "mlp probe"
@@ -186,7 +187,7 @@ def test_a_sine_puts_its_power_a2_over_2_into_its_band():
 
 def test_bandpower_baseline_scores_a_fold(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    fold = bandpower_fold(copy.deepcopy(CONFIG), 1, toy_fold(0))
+    fold = bandpower_fold(copy.deepcopy(CONFIG), 1, toy_fold(0))["bandpower"]
     assert fold["accuracy"] > 0.9 and fold["paradigm"] == "Band power" and fold["C"] in (0.01, 0.1, 1.0, 10.0)
     assert bandpower_results_dir(CONFIG).name == "Baseline_bandpower_demo"
     assert (tmp_path / "results" / "Baseline_bandpower_demo" / "predictions_fold-01.npz").is_file()
@@ -230,7 +231,7 @@ def test_cli_probes_a_checkpoint_and_runs_baselines_on_a_tiny_dataset(tmp_path, 
     monkeypatch.chdir(tmp_path)
     config_path = make_config((tmp_path, npz_dir, splits), "CRL")
     ckpt = save_checkpoint(tmp_path / "checkpoints" / "test_CRL_CNN" / "ckpt_fold-02.pth", load_config(config_path), 2)
-    cli = ["--config", str(config_path), "--gpu", "cpu"]
+    cli = ["--config", str(config_path), "--gpu", "cpu", "--probe", "linear"]
 
     main(cli + ["--encoder_ckpt", str(ckpt)])  # the fold (2) is read from the checkpoint
     metrics = json.loads((tmp_path / "results" / "test_CRL_CNN" / "metrics.json").read_text())
@@ -262,3 +263,57 @@ def test_cli_summarize_and_argument_errors(tmp_path, monkeypatch, capsys):
         main(["--encoder_ckpt", "x.pth"])  # no --config
     with pytest.raises(SystemExit):
         main(["--config", "c.json", "--fold", "1", "--baseline", "supervised", "--label-fraction", "0.1"])
+
+
+# ----------------------------------------------------------------------------- protocol of issue 12, solvers of issue 15
+def test_linear_probe_matches_scikit_learn_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    (z_tr, y_tr), (z_va, y_va), (z_te, y_te) = (blobs(n, spread=4.0, seed=s) for n, s in ((3000, 1), (500, 2), (3000, 3)))
+    cfg = {**PROBE, "class_weighting": "none", "epochs": 100, "patience": 10, "weight_decay": 1e-3}
+    probe, _ = fit_probe(z_tr, y_tr, z_va, y_va, cfg, seed=0)
+    mean, std = z_tr.mean(0), z_tr.std(0, ddof=1)
+    reference = LogisticRegression(C=1 / (cfg["weight_decay"] * len(z_tr)), max_iter=5000).fit((z_tr - mean) / std, y_tr)
+    ours, theirs = predict(probe, z_te), reference.predict((z_te - mean) / std)
+    assert 0.6 < np.mean(theirs == y_te) < 0.95  # overlapping classes: a test the solver can fail
+    assert abs(np.mean(ours == y_te) - np.mean(theirs == y_te)) < 0.01
+    assert np.mean(ours == theirs) > 0.97
+
+
+def test_probe_keeps_its_lowest_validation_loss_and_stops_after_patience():
+    (z_tr, y_tr), (z_va, y_va) = blobs(400, seed=1), blobs(300, seed=2)
+    rng = np.random.default_rng(0)
+    cfg = {**PROBE, "type": "mlp", "class_weighting": "none", "epochs": 200, "patience": 4, "batch_size": 32,
+           "learning_rate": 1e-2}
+    y_tr = rng.permutation(y_tr)  # shuffled labels: the validation loss bottoms out early, then rises
+    probe, summary = fit_probe(z_tr, y_tr, z_va, y_va, cfg, seed=0)
+    assert summary["epochs_trained"] == summary["best_epoch"] + cfg["patience"] < cfg["epochs"]
+    with torch.no_grad():
+        val_loss = nn.functional.cross_entropy(probe(torch.from_numpy(z_va)), torch.from_numpy(y_va)).item()
+    assert val_loss == pytest.approx(summary["best_val_loss"], rel=1e-5)
+    assert val_loss < np.log(5) + 0.05  # near the chance-level cross-entropy, not an overfit state
+
+
+def test_both_probes_are_reported_by_default_each_in_its_folder(tmp_path, monkeypatch):
+    from training.config import SCHEMA
+
+    monkeypatch.chdir(tmp_path)
+    assert SCHEMA["probe"]["type"].default == "both" and SCHEMA["probe"]["class_weighting"].default == "none"
+    config = copy.deepcopy(CONFIG)
+    config["probe"] |= {"type": "both", "epochs": 3}
+    scores = probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")
+    assert sorted(scores) == ["linear", "mlp"]
+    assert scores["mlp"]["classifier"] == "mlp probe" and scores["linear"]["classifier"] == "linear probe"
+    assert (tmp_path / "results" / "toy" / "predictions_fold-01.npz").is_file()
+    assert (tmp_path / "results" / "toy_mlp-probe" / "predictions_fold-01.npz").is_file()
+
+
+def test_mlp_probe_is_the_references_dlprojmlp():
+    """models/classifiers.py DLProjMLP of the reference: 128 -> 256 -> BN -> ReLU -> Dropout 0.5 -> 256 -> ... -> 5."""
+    from probing.probe import build_head
+
+    layers = list(build_head("mlp", 128))
+    kinds = [type(layer).__name__ for layer in layers]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert [(m.in_features, m.out_features) for m in layers if isinstance(m, nn.Linear)] == [(128, 256), (256, 256), (256, 5)]
+    assert all(m.p == 0.5 for m in layers if isinstance(m, nn.Dropout))

@@ -25,7 +25,9 @@ def parse_args(paradigm: str, argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(paradigm: str, argv=None) -> None:
+def main(paradigm: str, run_fold, finish, argv=None) -> None:
+    """Parse and check the command line, then run_fold(config, fold, device, resume=, distributed=) for each
+    fold and finish(config) on the main process (pipeline.py passes pretrain -> embed -> probe and the results)."""
     args = parse_args(paradigm, argv)
     overrides = list(args.overrides) + ([f"trainer.seed={args.seed}"] if args.seed is not None else [])
     try:
@@ -37,7 +39,7 @@ def main(paradigm: str, argv=None) -> None:
         script = SCRIPTS.get(wanted, "classifier_training.py --baseline supervised")
         sys.exit(f"error: {args.config} is a {wanted} config (ssl.type); run it with: python {script} --config {args.config}")
 
-    from training.engine import init_distributed, train_fold
+    from training.engine import init_distributed
 
     distributed, device = init_distributed(select_device(args.gpu))
     folds = args.fold or list(range(1, config["data"]["num_folds"] + 1))
@@ -45,8 +47,6 @@ def main(paradigm: str, argv=None) -> None:
     if bad:
         sys.exit(f"error: --fold {bad[0]}: folds are numbered 1..{config['data']['num_folds']} (data.num_folds)")
     for fold in folds:
-        train_fold(config, fold, device, resume=args.resume, distributed=distributed)
-    if distributed.is_main and config["probe"]["run_after_pretraining"]:
-        from probing.results import write_results
-
-        write_results(config)
+        run_fold(config, fold, device, resume=args.resume, distributed=distributed)
+    if distributed.is_main:
+        finish(config)

@@ -9,17 +9,12 @@
 """
 from __future__ import annotations
 
+from models.main_model import BACKBONES, HEAD_PARAMS, SSL_TYPES, backbone_params, backbone_problems
+from models.masking import INPUT_MASKINGS
 from utils import ConfigError, Field, apply_overrides, fill_defaults, read_config_file, validate
 
-SSL_TYPES = ("CRL", "MP", "Hybrid", "Supervised")
 AUGMENTATIONS = ("band_stop", "time_shift", "zero_masking", "time_warp", "permutation", "cutout_resize")
-
-
-def _backbone(value, path):
-    from models.main_model import backbone_problems  # type, params and their consistency
-
-    return backbone_problems(value, path)
-
+REFERENCE_BUG = "reproduces a reference bug"  # marks switches whose non-default value exists only to reproduce the seed
 
 AUGMENTATION_SCHEMA = {
     "band_stop": {"p": Field(float, 0.5, min=0, max=1), "min_freq": Field(float, 0.5, min=0),
@@ -34,18 +29,18 @@ AUGMENTATION_SCHEMA = {
 
 SCHEMA = {
     "exp_name": Field(str, doc="run name used for logs/, checkpoints/ and results/"),
-    "backbone": _backbone,
+    "backbone": backbone_problems,
     "trainer": {
         "batch_size": Field(int, 128, min=2),
         "learning_rate": Field(float, 1e-3, min=0, max=1),
         "weight_decay": Field(float, 1e-4, min=0),
-        "optimizer": Field(str, "adamw", choices=("adam", "adamw")),
+        "optimizer": Field(str, "adam", choices=("adam", "adamw"), doc="adam: L2 weight decay (the reference); adamw: decoupled"),
         "max_epochs": Field(int, 500, min=1),
         "max_steps_per_epoch": Field(int, None, min=1, nullable=True, doc="cap on mini-batches per epoch"),
         "early_stopping_patience": Field(int, 10, min=1, doc="validations without improvement"),
         "val_period": Field(int, 0, min=0, doc="validate every N mini-batches; 0 = once per epoch"),
         "val_batch_size": Field(int, 1024, min=1),
-        "grad_clip": Field(float, 1.0, min=0, nullable=True),
+        "grad_clip": Field(float, None, min=0, nullable=True, doc="max gradient norm; null = no clipping (the reference)"),
         "amp": Field(bool, True, doc="bf16 autocast on CUDA (ignored on CPU)"),
         "compile": Field(bool, True, doc="torch.compile the paradigm's loss (encoder, heads, loss) on CUDA; "
                                             "ignored on CPU. Costs 30-150 s once per run, then ~2x faster steps"),
@@ -60,7 +55,7 @@ SCHEMA = {
         "sampling_rate": Field(int, 100, choices=(100,)),
         "epoch_duration": Field(int, 30, choices=(30,)),
         "num_folds": Field(int, 10, min=1),
-        "masking": Field(str, "span", choices=("random", "span", "token")),
+        "masking": Field(str, "span", choices=(*INPUT_MASKINGS, "token")),
         "masking_ratio": Field(float, 0.5, min=0, max=0.95),
         "mask_span": Field(int, 50, min=1, doc="samples per span for masking='span'"),
     },
@@ -69,20 +64,24 @@ SCHEMA = {
         "params": {
             "temperature": Field(float, 0.1, min=1e-3, max=10),
             "alpha_crl": Field(float, 10.0, min=0),
-            "projection_dim": Field(int, 128, min=1),
+            **HEAD_PARAMS,
             "mp_loss": Field(str, "l2", choices=("l2", "cosine")),
+            "mp_loss_on": Field(str, "masked", choices=("masked", "visible"),
+                                doc=f"units the MP loss scores; 'visible' {REFERENCE_BUG} (it averaged over the unmasked samples)"),
             "gather_negatives": Field(bool, True, doc="NT-Xent negatives from all DDP ranks"),
             "augmentations": AUGMENTATION_SCHEMA,
         },
     },
     "probe": {
-        "type": Field(str, "linear", choices=("linear", "mlp")),
-        "epochs": Field(int, 100, min=1),
-        "batch_size": Field(int, 256, min=2),
-        "learning_rate": Field(float, 1e-3, min=0, max=1),
-        "weight_decay": Field(float, 1e-4, min=0),
-        "patience": Field(int, 10, min=1),
-        "class_weighting": Field(str, "balanced", choices=("none", "balanced")),
+        "type": Field(str, "both", choices=("linear", "mlp", "both"), doc="'both': each in its own results folder"),
+        "epochs": Field(int, 100, min=1, doc="most probe epochs (one validation each)"),
+        "batch_size": Field(int, 1024, min=2, doc="MLP mini-batch; the linear probe is full-batch L-BFGS"),
+        "learning_rate": Field(float, 1e-3, min=0, max=1, doc="MLP (Adam)"),
+        "weight_decay": Field(float, 1e-4, min=0, doc="L2 on the probe's parameters"),
+        "patience": Field(int, 10, min=1, doc="epochs without a lower validation loss before stopping"),
+        "class_weighting": Field(str, "none", choices=("none", "balanced"), doc="cross-entropy class weights"),
+        "standardise": Field(bool, True, doc="probe input = (z - mean) / std of the training latents; "
+                                                 "false: raw latents, as the reference"),
         "label_fraction": Field(float, 1.0, min=0.0001, max=1),
         "run_after_pretraining": Field(bool, True),
     },
@@ -98,9 +97,12 @@ def load_config(path, overrides: list[str] | None = None) -> dict:
     if problems:
         raise ConfigError(problems, path)
     config = fill_defaults(raw, SCHEMA)
-    from models.main_model import BACKBONES
-
-    params = config["backbone"].get("params", {})
-    config["backbone"]["params"] = fill_defaults(params, BACKBONES[config["backbone"]["type"]].PARAMS)
+    kind = config["backbone"]["type"]
+    config["backbone"]["params"] = backbone_params(kind, config["backbone"].get("params", {}))
+    data = config["data"]
+    if data["masking"] == "token" and config["ssl"]["type"] in ("MP", "Hybrid"):
+        backbone = BACKBONES[kind](**config["backbone"]["params"], build_decoder=False)
+        if problem := backbone.token_masking_problem(data["masking_ratio"]):
+            raise ConfigError([f"data.masking: {problem}"], path)
     config["_source"] = str(path)
     return config

@@ -7,11 +7,14 @@ train_fold(config, fold, device):
               that DistributedDataParallel (torchrun) sees a single forward; on CUDA the paradigm's
               loss (encoder, heads, loss) is torch.compiled (trainer.compile) and the whole step,
               optimiser included, is replayed as one CUDA graph (trainer.cuda_graphs, single GPU)
-    loop      AdamW/Adam, bf16 autocast on CUDA, validation every `val_period` mini-batches,
-              early stopping on the validation loss, TensorBoard, tqdm
+    loop      AdamW/Adam, bf16 autocast on CUDA, validation every `val_period` mini-batches (the
+              encoder sees at most one training batch at a time: chunked_backbone), early stopping on
+              the validation loss, TensorBoard, tqdm
     files     checkpoints/<exp>/ckpt_fold-0K.pth (best), last_fold-0K.pth (resume state),
-              train_fold-0K.json (throughput, memory, wall time), embeddings_fold-0K.pt (test set)
-    then      the probe on the frozen encoder (probing.probe.run_probe)
+              train_fold-0K.json (throughput, memory, wall time of the first step, of validation)
+
+dump_embeddings(config, fold, test_split, device) writes embeddings_fold-0K.pt (test-set latents).
+The probe is not the engine's business: pipeline.py runs pretrain -> embed -> probe.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import math
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from tqdm import tqdm
 
 from dset.loader import load_fold
 from models.main_model import build_model
-from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path, encode_array, input_norm_of
+from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path, input_norm_of
 from training.paradigms import PARADIGMS
 from utils import atomic_torch_save, atomic_write_bytes, fold_name
 
@@ -169,9 +173,33 @@ class GraphedStep:
         return self.loss, self.parts
 
 
-def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe: bool = True,
-               distributed: Distributed = Distributed()) -> Path:
-    """Pretrain on one fold; returns the path of the best checkpoint (see module docstring)."""
+@contextmanager
+def chunked_backbone(backbone: nn.Module, chunk: int):
+    """Inside the block, backbone.encode and backbone.reconstruct see at most `chunk` samples per call; the
+    outputs (a tensor, or a tuple of tensors) are concatenated along the batch. In eval mode every sample's
+    output is independent of the others, so a loss over the whole batch (NT-Xent's negatives, the masked
+    mean) is unchanged; only the activation memory shrinks. Masks and augmentations are drawn outside."""
+    def chunked(method):
+        def run(x: torch.Tensor):
+            parts = [method(x[start : start + chunk]) for start in range(0, len(x), chunk)]
+            if isinstance(parts[0], tuple):
+                return tuple(torch.cat(column) for column in zip(*parts))
+            return torch.cat(parts)
+        return run
+
+    backbone.encode, backbone.reconstruct = chunked(backbone.encode), chunked(backbone.reconstruct)
+    try:
+        yield backbone
+    finally:
+        del backbone.encode, backbone.reconstruct  # the class's methods again
+
+
+def train_fold(config: dict, fold: int, device, resume: bool = False, distributed: Distributed = Distributed(),
+               data=None) -> Path:
+    """Pretrain on one fold; returns the path of the best checkpoint (see module docstring).
+
+    `data`: the fold's FoldData when the caller has loaded it already, else it is loaded here.
+    """
     t = config["trainer"]
     device = torch.device(device)
     rank, world = distributed.rank, distributed.world_size
@@ -182,7 +210,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
     use_amp = t["amp"] and device.type == "cuda"
 
     # ------------------------------------------------------------------ data (device-resident)
-    data = load_fold(config["data"], fold)
+    data = data if data is not None else load_fold(config["data"], fold)
     input_norm = input_norm_of(data.train.x)
     x_train, y_train = torch.from_numpy(data.train.x).to(device), torch.from_numpy(data.train.y).to(device)
     x_val, y_val = torch.from_numpy(data.val.x).to(device), torch.from_numpy(data.val.y).to(device)
@@ -246,7 +274,10 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
         total = torch.zeros(2, device=device, dtype=torch.float64)
         usable = len(x_val) - len(x_val) % world
         batch = max(world, t["val_batch_size"] // world * world)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        started = time.perf_counter()
+        track_peak("training")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                chunked_backbone(model.backbone, local_batch):
             torch.manual_seed(t["seed"] + 1)
             for start in range(0, usable, batch):
                 share = min(batch, usable - start) // world
@@ -257,7 +288,10 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
         if world > 1:
             dist.all_reduce(total)
         model.train()
-        return (total[0] / total[1].clamp(min=1)).item()
+        mean_loss = (total[0] / total[1].clamp(min=1)).item()
+        timing["validation_seconds"] += time.perf_counter() - started
+        track_peak("validation")
+        return mean_loss
 
     # ------------------------------------------------------------------ the loop
     model.train()
@@ -268,6 +302,14 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
     first_bad_step = torch.tensor(-1, device=device)
     running = {}
     samples_seen, train_seconds, stopped_early = 0, 0.0, False
+    timing = {"first_step_seconds": None, "validation_seconds": 0.0}
+    peaks = {"training": 0.0, "validation": 0.0}
+
+    def track_peak(phase: str) -> None:
+        """Fold the CUDA memory peak since the last call into peaks[phase] (GB), then restart the count."""
+        if device.type == "cuda":
+            peaks[phase] = max(peaks[phase], torch.cuda.max_memory_allocated(device) / 2**30)
+            torch.cuda.reset_peak_memory_stats(device)
     interval_start, interval_samples = time.perf_counter(), 0
     wall_start = time.perf_counter()
     if device.type == "cuda":
@@ -287,6 +329,10 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
                 loss, parts = graphed(xb, yb)
             else:
                 loss, parts = train_step(step_fn, optimizer, xb, yb, use_amp, t["grad_clip"])
+            if timing["first_step_seconds"] is None:  # compilation and graph capture happen here
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                timing["first_step_seconds"] = time.perf_counter() - wall_start
             state["global_step"] += 1
             first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss),
                                          torch.tensor(state["global_step"], device=device), first_bad_step)
@@ -336,19 +382,16 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, run_probe:
     if world > 1:
         dist.barrier()
     if main:
+        track_peak("training")
         summary = {"exp_name": config["exp_name"], "fold": fold, "device": str(device), "world_size": world,
                    "global_batch": global_batch, "steps": state["global_step"], "epochs_completed": state["epoch"],
                    "stopped_early": stopped_early, "best_val_loss": state["best_val"],
                    "train_samples_per_s": samples_seen / train_seconds if train_seconds else None,
-                   "wall_seconds": time.perf_counter() - wall_start,
-                   "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+                   "wall_seconds": time.perf_counter() - wall_start, **timing,
+                   "peak_gpu_memory_gb": max(peaks.values()) if device.type == "cuda" else None,
+                   **{f"peak_{phase}_gpu_memory_gb": gb if device.type == "cuda" else None for phase, gb in peaks.items()}}
         atomic_write_bytes(run_dir / f"train_{name}.json", json.dumps(summary, indent=2).encode())
         writer.close()
-        test_latents = dump_embeddings(config, fold, data.test, device)
-        if run_probe and config["probe"]["run_after_pretraining"] and config["ssl"]["type"] != "Supervised":
-            from probing.probe import run_probe
-
-            run_probe(config, fold, best_path, device, data=data, test_latents=test_latents)
     return best_path
 
 
@@ -362,16 +405,11 @@ def capture_or_fall_back(step_fn, optimizer, model, x, y, use_amp, grad_clip) ->
         return None
 
 
-def dump_embeddings(config: dict, fold: int, test_split, device) -> np.ndarray:
-    """Encode the fold's test split with the best checkpoint -> embeddings_fold-0K.pt; returns the latents
-    (n, latent_dim), which the probe then reuses."""
-    from training.checkpoint import load_checkpoint
-
-    model, ckpt = load_checkpoint(best_checkpoint_path(config, fold), device=device)
-    z = encode_array(model, test_split.x, ckpt["input_norm"], device)
+def save_embeddings(config: dict, fold: int, test_split, z: np.ndarray) -> Path:
+    """Write the test split's latents z (n, latent_dim) with labels and subject ids -> embeddings_fold-0K.pt."""
     path = embeddings_path(config, fold)
     atomic_torch_save({"z": torch.from_numpy(z), "y": torch.from_numpy(test_split.y).long(),
                        "subject": torch.from_numpy(test_split.subject.astype(np.int64)),
                        "night": torch.from_numpy(test_split.night.astype(np.int64)),
                        "fold": fold, "exp_name": config["exp_name"]}, path)
-    return z
+    return path

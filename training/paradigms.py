@@ -7,8 +7,9 @@ on a standardised batch x (B, 1, T) and its labels y (B,):
     loss(*inputs)  encoder -> heads -> loss; pure tensor code, the part the engine may torch.compile.
                    `parts` holds every loss term (detached) for logging.
 
-    CRL         two augmented views -> encoder (one batch of 2B) -> projection head -> NT-Xent(temperature)
-    MP          masked input (samples, spans or tokens) -> encoder -> decoder -> loss on masked units
+    CRL         two augmented views -> encoder (one batch of 2B) -> [projection head] -> NT-Xent(temperature)
+    MP          masked input (samples, spans or tokens) -> encoder -> decoder -> loss on the masked units
+                (ssl.params.mp_loss_on 'visible' scores the others instead, as the reference did)
     Hybrid      MP loss + alpha_crl * CRL loss on the same batch
     Supervised  encoder -> linear classifier -> cross-entropy (the upper-reference baseline)
 """
@@ -51,10 +52,12 @@ class MaskedPrediction:
         self.model = model
         self.mask_ratio, self.masking, self.mask_span = data["masking_ratio"], data["masking"], data["mask_span"]
         self.kind = params["mp_loss"]
+        self.score_visible = params["mp_loss_on"] == "visible"  # reproduces the reference's bug
 
     def mp_loss(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_mp(x, self.mask_ratio, self.masking, self.mask_span)
-        return masked_reconstruction_loss(out["pred"], out["target"], out["mask"], kind=self.kind)
+        scored = 1 - out["mask"] if self.score_visible else out["mask"]
+        return masked_reconstruction_loss(out["pred"], out["target"], scored, kind=self.kind)
 
     def inputs(self, x, y):
         return (x,)

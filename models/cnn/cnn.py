@@ -1,34 +1,42 @@
-"""CNN encoder: five convolutional blocks with pooling between them, and its mirror decoder.
+"""CNN encoder (SleePyCo's five convolutional blocks) and its mirror decoder.
 
-Shapes with the default PARAMS (widths 16, 32, 64, 128, 256; pools 5, 5, 3, 2):
+Shapes with the default PARAMS (preset "reference": the encoder of SleePyCo and of the seed's reference code,
+1,142,973 parameters; widths 64, 128, 192, 256, 128; 2, 2, 3, 3, 3 convolutions; pools 5, 5, 5, 4):
 
     x        (B, 1, 3000)
-    block 1  (B, 16, 3000)  -> max-pool 5
-    block 2  (B, 32, 600)   -> max-pool 5
-    block 3  (B, 64, 120)   = c3   -> max-pool 3
-    block 4  (B, 128, 40)   = c4   -> max-pool 2
-    block 5  (B, 256, 20)   = c5
-    latent   (B, 128)       global average of c5 -> dropout -> linear projection
+    block 1  (B, 64, 3000)
+    block 2  (B, 128, 600)     max-pool 5, then the block
+    block 3  (B, 192, 120)  = c3
+    block 4  (B, 256, 24)   = c4
+    block 5  (B, 128, 6)    = c5
+    latent   (B, 128)       L2-normalised global average of c5 (latent "normalized_pool");
+                            or dropout + linear projection of it (latent "linear", the "small" preset)
 
-The decoder mirrors the encoder from c5 (plus the latent, broadcast over time, so that masked
-prediction also trains the latent): block 5' (256 -> 128 channels) at length 20, transposed
-convolution up to 40, block 4' (128 -> 64) at 40, ... block 1' at 3000, then a 1x1 convolution to
-the input channels: the reconstruction (B, 1, 3000). Each transposed convolution is given the
-length recorded in the encoder, so any input length is reconstructed exactly (no cropping).
+A block is (Conv -> BatchNorm -> activation) x (layers - 1), Conv -> BatchNorm, channel gate
+(squeeze-and-excitation), then the activation. The decoder mirrors it from c5: decoder block i
+upsamples by the pool in front of encoder block i (transposed convolution, cropped to the length that
+pool saw), then maps widths[i] back to the width that entered encoder block i; block 5' runs first,
+block 1' last and outputs the reconstruction (B, 1, 3000).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from utils import Field
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+ACTIVATIONS = {"prelu": nn.PReLU, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+LATENTS = ("normalized_pool", "linear")
 
-
-def block_widths(initial_filters: int, widths: list[int] | None, pool_sizes: list[int]) -> list[int]:
-    """The width of every block: `widths` when given, else initial_filters doubling per block."""
-    return list(widths or [initial_filters * 2**i for i in range(len(pool_sizes) + 1)])
+# Named architectures: a preset supplies the defaults of every parameter it lists; a config's explicit
+# params override them. "small" is this project's earlier, 2.6x smaller encoder (kept for CPU demos).
+PRESETS = {
+    "reference": {},
+    "small": {"widths": [16, 32, 64, 128, 256], "layers_per_block": [2, 2, 2, 2, 2], "pool_sizes": [5, 5, 3, 2],
+              "activation": "relu", "conv_bias": False, "se_reduction": 4, "latent": "linear",
+              "decoder_from_latent": True},
+}
 
 
 def _at_least_two(value: list) -> str | None:
@@ -36,46 +44,58 @@ def _at_least_two(value: list) -> str | None:
 
 
 class SqueezeExcitation(nn.Module):
-    """Channel gating (Hu et al. 2018): x (B, C, L) * sigmoid(MLP(mean_L x)) (B, C, 1)."""
+    """Channel gate (Hu et al. 2018): x (B, C, L) * sigmoid(MLP(mean_L x)) (B, C, 1).
+
+    The MLP has channels // reduction hidden units, as in SleePyCo; with none (a 1-channel block) it
+    reduces to its output bias, so the gate is sigmoid of a learned per-channel constant.
+    """
 
     def __init__(self, channels: int, reduction: int):
         super().__init__()
-        hidden = max(1, channels // reduction)
-        self.gate = nn.Sequential(
-            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels), nn.Sigmoid()
-        )
+        hidden = channels // reduction
+        self.mlp = None
+        if hidden:
+            self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        else:
+            self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x.mean(dim=-1)).unsqueeze(-1)
+        logits = self.mlp(x.mean(dim=-1)) if self.mlp is not None else self.bias.expand(x.shape[0], -1)
+        return x * torch.sigmoid(logits).unsqueeze(-1)
 
 
-class ConvBlock(nn.Sequential):
-    """`layers` x (Conv1d -> BatchNorm -> activation), then optional squeeze-excitation.
+class ConvBlock(nn.Module):
+    """(B, in_channels, L) -> (B, out_channels, L); 'same' padding keeps the length.
 
-    (B, in_channels, L) -> (B, out_channels, L): 'same' padding keeps the length.
+    (Conv -> BatchNorm -> act) x (layers - 1), Conv -> BatchNorm, channel gate, optional `attention`
+    (a module (B, C, L) -> (B, C, L), see models/cnn_attention), then act.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, layers, activation, se_reduction):
+    def __init__(self, in_channels, out_channels, layers, kernel_size, conv_bias, activation, se_reduction,
+                 attention: nn.Module | None = None):
+        super().__init__()
         modules = []
         for i in range(layers):
-            modules += [
-                nn.Conv1d(in_channels if i == 0 else out_channels, out_channels, kernel_size, padding="same", bias=False),
-                nn.BatchNorm1d(out_channels),
-                ACTIVATIONS[activation](),
-            ]
-        if se_reduction is not None:
-            modules.append(SqueezeExcitation(out_channels, se_reduction))
-        super().__init__(*modules)
+            modules += [nn.Conv1d(in_channels if i == 0 else out_channels, out_channels, kernel_size,
+                                  padding="same", bias=conv_bias), nn.BatchNorm1d(out_channels)]
+            if i < layers - 1:
+                modules.append(ACTIVATIONS[activation]())
+        self.convs = nn.Sequential(*modules)
+        self.gate = SqueezeExcitation(out_channels, se_reduction) if se_reduction is not None else nn.Identity()
+        self.attention = attention if attention is not None else nn.Identity()
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.attention(self.gate(self.convs(x))))
 
 
 class ConvEncoder(nn.Module):
-    """x (B, C, T) -> the output of every block, [(B, widths[i], T_i)], T_i = T_{i-1} // pool_sizes[i-1]."""
+    """x (B, C, T) -> the output of every block [(B, widths[i], T_i)], T_i = ceil(T_{i-1} / pool_sizes[i-1])."""
 
-    def __init__(self, in_channels, widths, pool_sizes, block_args: dict):
+    def __init__(self, blocks: list[ConvBlock], pool_sizes: list[int]):
         super().__init__()
-        inputs = [in_channels] + widths[:-1]
-        self.blocks = nn.ModuleList(ConvBlock(i, o, **block_args) for i, o in zip(inputs, widths))
-        self.pools = nn.ModuleList(nn.MaxPool1d(p) for p in pool_sizes)
+        self.blocks = nn.ModuleList(blocks)
+        self.pools = nn.ModuleList(nn.MaxPool1d(p, ceil_mode=True) for p in pool_sizes)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         stages = [self.blocks[0](x)]
@@ -85,74 +105,94 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """The encoder's mirror: (c5 (B, widths[-1], T_n), latent, lengths [T, T_2, ..., T_n]) -> (B, C, T).
+    """The encoder's mirror: (c5 (B, widths[-1], T_n), lengths [T_1, ..., T_n]) -> (B, C, T_1).
 
-    `blocks[j]` mirrors encoder block n - j (it runs at that block's length), `upsample[j]` then
-    restores the length before that block's pooling.
+    `blocks[i]` and `upsample[i - 1]` mirror encoder block i + 1 (0-based lists); they run from the last
+    block to the first. `upsample[i - 1]` undoes the pool in front of encoder block i + 1.
     """
 
-    def __init__(self, out_channels, widths, pool_sizes, latent_dim, block_args: dict):
+    def __init__(self, blocks: list[ConvBlock], widths: list[int], pool_sizes: list[int]):
         super().__init__()
-        self.from_latent = nn.Linear(latent_dim, widths[-1])
-        outputs = widths[-2::-1] + widths[:1]  # block n' -> widths[n-2], ..., block 1' -> widths[0]
-        self.blocks = nn.ModuleList(
-            ConvBlock(i, o, **block_args) for i, o in zip(widths[::-1], outputs)
-        )
-        self.upsample = nn.ModuleList(
-            nn.ConvTranspose1d(w, w, kernel_size=p, stride=p) for w, p in zip(outputs, pool_sizes[::-1])
-        )
-        self.head = nn.Conv1d(widths[0], out_channels, kernel_size=1)
+        self.blocks = nn.ModuleList(blocks)
+        self.upsample = nn.ModuleList(nn.ConvTranspose1d(w, w, kernel_size=p, stride=p)
+                                      for w, p in zip(widths[1:], pool_sizes))
 
-    def forward(self, c5: torch.Tensor, latent: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        h = c5 + self.from_latent(latent).unsqueeze(-1)
-        for block, upsample, length in zip(self.blocks, self.upsample, lengths[-2::-1]):
-            h = upsample(block(h), output_size=[length])
-        return self.head(self.blocks[-1](h))
+    def forward(self, c5: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        h = c5
+        for i in range(len(self.blocks) - 1, 0, -1):
+            h = self.blocks[i](self.upsample[i - 1](h)[..., : lengths[i - 1]])
+        return self.blocks[0](h)
 
 
 class CNN(nn.Module):
-    """The CNN backbone: encoder, latent projection, optional mirror decoder (see the module docstring)."""
+    """The CNN backbone: encoder, latent, optional mirror decoder (see the module docstring)."""
 
+    PRESETS = PRESETS
     PARAMS = {
+        "preset": Field(str, "reference", choices=tuple(PRESETS), doc="named architecture supplying the defaults below"),
         "in_channels": Field(int, 1, min=1, doc="EEG channels of the input"),
-        "initial_filters": Field(int, 16, min=1, doc="width of block 1; block i has initial_filters * 2**(i-1)"),
-        "widths": Field(list, None, nullable=True, item=Field(int, min=1),
-                        doc="per-block widths (overrides initial_filters); one per block"),
-        "pool_sizes": Field(list, [5, 5, 3, 2], item=Field(int, min=1), check=_at_least_two,
-                            doc="max-pool factor between consecutive blocks; blocks = len(pool_sizes) + 1"),
-        "layers_per_block": Field(int, 2, min=1, doc="Conv-BN-activation layers in each block"),
+        "widths": Field(list, [64, 128, 192, 256, 128], item=Field(int, min=1), doc="output channels of each block"),
+        "layers_per_block": Field(list, [2, 2, 3, 3, 3], item=Field(int, min=1), doc="convolutions in each block"),
+        "pool_sizes": Field(list, [5, 5, 5, 4], item=Field(int, min=1), check=_at_least_two,
+                            doc="max-pool factor in front of blocks 2..n; blocks = len(pool_sizes) + 1"),
         "kernel_size": Field(int, 3, min=1),
-        "activation": Field(str, "relu", choices=tuple(ACTIVATIONS)),
-        "squeeze_excitation": Field(bool, True, doc="squeeze-and-excitation channel gating after each block"),
-        "se_reduction": Field(int, 4, min=1, doc="squeeze-excitation bottleneck factor"),
-        "dropout": Field(float, 0.5, min=0, max=0.99, doc="dropout on the pooled c5 features before the latent projection"),
-        "latent_dim": Field(int, 128, min=1),
+        "conv_bias": Field(bool, True, doc="bias in the convolutions (SleePyCo has one)"),
+        "activation": Field(str, "prelu", choices=tuple(ACTIVATIONS)),
+        "squeeze_excitation": Field(bool, True, doc="channel gate after each block's last BatchNorm"),
+        "se_reduction": Field(int, 16, min=1, doc="channel-gate bottleneck factor"),
+        "latent": Field(str, "normalized_pool", choices=LATENTS,
+                        doc="normalized_pool: L2-normalised mean of c5 (SleePyCo); linear: dropout + linear projection"),
+        "dropout": Field(float, 0.5, min=0, max=0.99, doc="latent 'linear' only: dropout before the projection"),
+        "latent_dim": Field(int, 128, min=1, doc="latent width; equals widths[-1] for latent 'normalized_pool'"),
+        "decoder_from_latent": Field(bool, False, doc="add the projected latent to c5 before decoding (latent 'linear')"),
     }
 
     @classmethod
     def consistency_problems(cls, params: dict, path: str) -> list[str]:
         """Problems between params (already type-checked and default-filled)."""
         blocks = len(params["pool_sizes"]) + 1
-        if params["widths"] is not None and len(params["widths"]) != blocks:
-            return [f"{path}.widths: has {len(params['widths'])} entries, but pool_sizes "
-                    f"{params['pool_sizes']} makes {blocks} blocks"]
-        return []
+        problems = [f"{path}.{key}: has {len(params[key])} entries, but pool_sizes {params['pool_sizes']} makes "
+                    f"{blocks} blocks" for key in ("widths", "layers_per_block") if len(params[key]) != blocks]
+        if params["latent"] == "normalized_pool" and params["latent_dim"] != params["widths"][-1]:
+            problems.append(f"{path}.latent_dim: latent 'normalized_pool' is the pooled c5, so latent_dim must equal "
+                            f"widths[-1] = {params['widths'][-1]}, got {params['latent_dim']}")
+        if params["decoder_from_latent"] and params["latent"] != "linear":
+            problems.append(f"{path}.decoder_from_latent: needs latent 'linear'")
+        return problems
 
-    def __init__(self, in_channels, initial_filters, widths, pool_sizes, layers_per_block, kernel_size,
-                 activation, squeeze_excitation, se_reduction, dropout, latent_dim, build_decoder=True):
+    def __init__(self, preset, in_channels, widths, layers_per_block, pool_sizes, kernel_size, conv_bias, activation,
+                 squeeze_excitation, se_reduction, latent, dropout, latent_dim, decoder_from_latent,
+                 build_decoder=True, attention=None):
+        """`attention(stage, channels)` (1-based stage; used by CNN_Attention) returns the module placed in
+        encoder block `stage` (encoder=True) or its mirrored decoder block, or None."""
         super().__init__()
-        self.widths = block_widths(initial_filters, widths, pool_sizes)
-        self.latent_dim = latent_dim
-        block_args = dict(kernel_size=kernel_size, layers=layers_per_block, activation=activation,
-                          se_reduction=se_reduction if squeeze_excitation else None)
-        self.encoder = ConvEncoder(in_channels, self.widths, pool_sizes, block_args)
-        self.to_latent = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.widths[-1], latent_dim))
-        self.decoder = ConvDecoder(in_channels, self.widths, pool_sizes, latent_dim, block_args) if build_decoder else None
+        self.widths, self.latent_kind, self.latent_dim = list(widths), latent, latent_dim
+        attention = attention or (lambda stage, channels, encoder: None)
+
+        def block(i, o, stage, n_layers, encoder):
+            return ConvBlock(i, o, n_layers, kernel_size, conv_bias, activation,
+                             se_reduction if squeeze_excitation else None, attention(stage, o, encoder))
+
+        inputs = [in_channels] + self.widths[:-1]  # the width entering each encoder block
+        stages = range(1, len(self.widths) + 1)
+        self.encoder = ConvEncoder([block(i, o, s, n, True) for i, o, s, n in zip(inputs, self.widths, stages, layers_per_block)],
+                                   pool_sizes)
+        self.to_latent = None
+        if latent == "linear":
+            self.to_latent = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.widths[-1], latent_dim))
+        self.decoder = self.from_latent = None
+        if build_decoder:
+            self.decoder = ConvDecoder([block(o, i, s, n, False) for i, o, s, n in zip(inputs, self.widths, stages, layers_per_block)],
+                                       self.widths, pool_sizes)
+            if decoder_from_latent:
+                self.from_latent = nn.Linear(latent_dim, self.widths[-1])
 
     def forward_encoder(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """x (B, C, T) -> (every block's output [.., c3, c4, c5], latent (B, latent_dim))."""
         stages = self.encoder(x)
-        return stages, self.to_latent(stages[-1].mean(dim=-1))
+        pooled = stages[-1].mean(dim=-1)
+        latent = F.normalize(pooled, dim=1) if self.to_latent is None else self.to_latent(pooled)
+        return stages, latent
 
     def pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, C, T) -> (c3, c4, c5), the outputs of the last three blocks."""
@@ -165,7 +205,8 @@ class CNN(nn.Module):
 
     def forward_decoder(self, stages: list[torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
         """(encoder stages, latent) -> reconstruction (B, C, T), T = the length of block 1."""
-        return self.decoder(stages[-1], latent, [s.shape[-1] for s in stages])
+        c5 = stages[-1] if self.from_latent is None else stages[-1] + self.from_latent(latent).unsqueeze(-1)
+        return self.decoder(c5, [s.shape[-1] for s in stages])
 
     def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, T) -> (reconstruction (B, C, T), latent (B, latent_dim)) through encoder and decoder."""
@@ -173,4 +214,4 @@ class CNN(nn.Module):
         return self.forward_decoder(stages, latent), latent
 
     def token_masking_problem(self, mask_ratio: float) -> str | None:
-        return "'token' masking needs backbone.type 'Transformer' (use 'random' or 'span' with a CNN)"
+        return "'token' masking needs backbone.type 'Transformer' (use 'random', 'span' or 'fixed_proportion_random' with a CNN)"

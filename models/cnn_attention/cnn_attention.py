@@ -1,17 +1,17 @@
 """CNN + attention: the CNN backbone with transformer-style self-attention over time.
 
-A self-attention block (multi-head attention + add & norm, optional feed-forward + add & norm)
-follows each encoder block listed in `attention_stages` (default the last two, 4 and 5: lengths
-40 and 20 with the default pools) and, mirrored, each decoder block that runs at those stages'
-lengths (the first two decoder blocks). Everything else, shapes included, is the CNN's
-(models/cnn/cnn.py).
+A self-attention block (8-head attention + add & norm; optionally a feed-forward + add & norm) sits in
+each encoder block listed in `attention_stages` (default the last two, 4 and 5: 256 channels at length
+24 and 128 at length 6), after the channel gate, and in the mirrored decoder blocks 5' and 4' (256 and
+192 channels), as in the reference code: 1,472,957 encoder and 2,163,327 decoder parameters. Everything
+else, shapes included, is the CNN's (models/cnn/cnn.py).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from models.cnn.cnn import CNN, block_widths
+from models.cnn.cnn import CNN
 from utils import Field
 
 
@@ -45,16 +45,20 @@ class SelfAttentionBlock(nn.Module):
 
 
 class CNNAttention(CNN):
-    """CNN whose encoder blocks in `attention_stages` (1-based) and their mirrored decoder blocks
-    are each followed by a SelfAttentionBlock."""
+    """CNN whose encoder blocks in `attention_stages` (1-based) and their mirrored decoder blocks each
+    hold a SelfAttentionBlock between the channel gate and the activation (as in the reference code)."""
 
+    PRESETS = {"reference": {},
+               "small": {**CNN.PRESETS["small"], "attention_heads": 4, "attention_dropout": 0.1,
+                         "attention_feedforward": True}}
     PARAMS = {
         **CNN.PARAMS,
+        "preset": Field(str, "reference", choices=tuple(PRESETS), doc="named architecture supplying the defaults"),
         "attention_stages": Field(list, [4, 5], item=Field(int, min=1), check=_distinct,
-                                  doc="encoder blocks (1-based) followed by self-attention; mirrored in the decoder"),
-        "attention_heads": Field(int, 4, min=1),
-        "attention_dropout": Field(float, 0.1, min=0, max=0.99),
-        "attention_feedforward": Field(bool, True, doc="feed-forward + add & norm after the attention"),
+                                  doc="encoder blocks (1-based) with self-attention; mirrored in the decoder"),
+        "attention_heads": Field(int, 8, min=1),
+        "attention_dropout": Field(float, 0.0, min=0, max=0.99),
+        "attention_feedforward": Field(bool, False, doc="feed-forward + add & norm after the attention"),
         "attention_mlp_ratio": Field(float, 2.0, min=0.1, doc="feed-forward width / channels"),
     }
 
@@ -63,14 +67,13 @@ class CNNAttention(CNN):
         problems = super().consistency_problems(params, path)
         if problems:
             return problems
-        widths = block_widths(params["initial_filters"], params["widths"], params["pool_sizes"])
-        blocks = len(widths)
+        widths = params["widths"]
         heads = params["attention_heads"]
         for stage in params["attention_stages"]:
-            if stage > blocks:
-                problems.append(f"{path}.attention_stages: stage {stage} does not exist ({blocks} blocks)")
+            if stage > len(widths):
+                problems.append(f"{path}.attention_stages: stage {stage} does not exist ({len(widths)} blocks)")
                 continue
-            mirrored_width = widths[max(stage - 2, 0)]  # the width the mirrored decoder block outputs
+            mirrored_width = widths[stage - 2] if stage > 1 else params["in_channels"]  # what the decoder block outputs
             for width in {widths[stage - 1], mirrored_width}:
                 if width % heads:
                     problems.append(f"{path}.attention_heads: {heads} does not divide the width {width} "
@@ -79,17 +82,10 @@ class CNNAttention(CNN):
 
     def __init__(self, attention_stages, attention_heads, attention_dropout, attention_feedforward,
                  attention_mlp_ratio, build_decoder=True, **cnn_params):
-        super().__init__(**cnn_params, build_decoder=build_decoder)
-        self.attention_stages = sorted(attention_stages)
-        blocks = len(self.widths)
+        def attention(stage: int, channels: int, encoder: bool) -> SelfAttentionBlock | None:
+            if stage not in attention_stages:
+                return None
+            return SelfAttentionBlock(channels, attention_heads, attention_dropout, attention_feedforward,
+                                      attention_mlp_ratio)
 
-        def attend(block: nn.Module, channels: int) -> nn.Sequential:
-            attention = SelfAttentionBlock(channels, attention_heads, attention_dropout,
-                                           attention_feedforward, attention_mlp_ratio)
-            return nn.Sequential(block, attention)
-
-        for stage in self.attention_stages:
-            self.encoder.blocks[stage - 1] = attend(self.encoder.blocks[stage - 1], self.widths[stage - 1])
-            if self.decoder is not None:
-                mirror = blocks - stage
-                self.decoder.blocks[mirror] = attend(self.decoder.blocks[mirror], self.widths[max(stage - 2, 0)])
+        super().__init__(**cnn_params, build_decoder=build_decoder, attention=attention)

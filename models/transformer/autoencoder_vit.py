@@ -3,21 +3,26 @@ facebookresearch/mae models_mae.py; the loss is in loss.py).
 
 Tokenisation: the epoch x (B, C, T) is cut into L frames of W samples every S samples (unfold):
 
-    use_signal_backbone  frames of window_s every step_s seconds (default 5 s every 1.25 s:
-                         L = 21, W = 500), each turned into a feature vector by the SignalBackbone
-    otherwise            non-overlapping raw patches of patch_size samples (W = S = patch_size;
-                         patch_size = T gives the reference's single token per epoch)
+    default              non-overlapping raw patches of patch_size samples (W = S = patch_size = 100:
+                         L = 30 one-second tokens); patch_size = T gives the reference's single token
+    use_signal_backbone  frames of window_s every step_s seconds (the reference config's 5 s every
+                         0.5 s: L = 51, W = 500), each turned into a feature vector by the SignalBackbone
 
-Shapes with the defaults (embed_dim 256, decoder_embed_dim 128, latent_dim 128):
+Widths, heads and depths are the reference config's. Shapes with the defaults:
 
     x          (B, 1, 3000)
-    frames     (B, 21, 1, 500)          target of token masking: (B, 21, 500)
-    tokens     (B, 21, 256)             linear projection of frame features + fixed sin-cos positions
-    encoder    (B, 1 + n_keep, 256)     CLS token + the visible tokens (n_keep = L without masking)
-    latent     (B, 128)                 linear projection of the encoder's CLS output
-    decoder    (B, 1 + 21, 128)         latent as the decoder's CLS, visible tokens, mask tokens
-    pred       (B, 21, 500)             samples of every frame
-    recon      (B, 1, 3000)             overlapping frame predictions averaged back to the signal
+    frames     (B, 30, 1, 100)          target of token masking: (B, 30, 100)
+    tokens     (B, 30, 128)             linear projection of the patches + fixed sin-cos positions
+    encoder    (B, 1 + n_keep, 128)     CLS token + the visible tokens (n_keep = L without masking);
+                                        6 pre-norm blocks of 8 heads
+    latent     (B, 128)                 the encoder's CLS output (latent_projection: a linear map of it)
+    decoder    (B, 1 + 30, 128)         latent as the decoder's CLS, visible tokens, mask tokens;
+                                        8 blocks of 4 heads
+    pred       (B, 30, 100)             samples of every token
+    recon      (B, 1, 3000)             token predictions put back in place (overlaps averaged)
+
+Token masking (MAE) needs tokens that do not overlap: with overlapping frames a dropped frame's samples
+stay visible inside its kept neighbours, so the loss would score samples the encoder sees.
 """
 from __future__ import annotations
 
@@ -41,10 +46,12 @@ def sincos_positions(length: int, dim: int) -> torch.Tensor:
 
 
 def transformer_stack(dim: int, depth: int, heads: int, mlp_ratio: float, dropout: float) -> nn.TransformerEncoder:
-    """`depth` pre-norm Transformer blocks (SDPA attention) and a final LayerNorm: (B, N, dim) -> (B, N, dim)."""
+    """`depth` pre-norm Transformer blocks (SDPA attention) and a final LayerNorm: (B, N, dim) -> (B, N, dim).
+
+    The blocks of timm's ViT as the reference uses them: qkv bias, GELU MLP, LayerNorm eps 1e-6."""
     layer = nn.TransformerEncoderLayer(dim, heads, round(dim * mlp_ratio), dropout, activation="gelu",
-                                       batch_first=True, norm_first=True)
-    return nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(dim), enable_nested_tensor=False)
+                                       layer_norm_eps=1e-6, batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(dim, eps=1e-6), enable_nested_tensor=False)
 
 
 def overlap_average(frames: torch.Tensor, length: int, window: int, step: int) -> torch.Tensor:
@@ -87,26 +94,33 @@ class MAEDecoder(nn.Module):
 class AutoEncoderViT(nn.Module):
     """The Transformer backbone (see the module docstring)."""
 
+    PRESETS = {  # "small": this project's earlier encoder (256-D, 4 layers, decoder depth 2, frames every 2.5 s)
+        "reference": {},
+        "small": {"use_signal_backbone": True, "step_s": 2.5, "embed_dim": 256, "depth": 4, "decoder_depth": 2,
+                  "latent_projection": True},
+    }
     PARAMS = {
+        "preset": Field(str, "reference", choices=("reference", "small"), doc="named architecture supplying the defaults"),
         "in_channels": Field(int, 1, min=1),
         "input_length": Field(int, 3000, min=1, doc="samples per epoch"),
         "sampling_rate": Field(int, 100, min=1, doc="Hz; converts window_s and step_s to samples"),
-        "use_signal_backbone": Field(bool, True, doc="frame features from the SignalBackbone; false: raw patches"),
+        "use_signal_backbone": Field(bool, False, doc="frame features from the SignalBackbone; false: raw patches"),
         "window_s": Field(float, 5.0, min=0.01, doc="frame length in seconds (signal backbone)"),
-        "step_s": Field(float, 1.25, min=0.01, doc="frame step in seconds (signal backbone); frames must tile the epoch"),
+        "step_s": Field(float, 0.5, min=0.01, doc="frame step in seconds (signal backbone); frames must tile the epoch"),
         "backbone_kernel_sizes": Field(list, [3, 5, 7], item=Field(int, min=1), doc="one branch per kernel size"),
         "backbone_width": Field(int, 32, min=1, doc="channels of every branch"),
         "backbone_depth": Field(int, 3, min=0, doc="residual blocks per branch (each halves the length)"),
         "patch_size": Field(int, 100, min=1, doc="samples per raw patch (use_signal_backbone false); T = one token"),
-        "embed_dim": Field(int, 256, min=2),
-        "depth": Field(int, 4, min=1),
+        "embed_dim": Field(int, 128, min=2),
+        "depth": Field(int, 6, min=1),
         "num_heads": Field(int, 8, min=1),
         "decoder_embed_dim": Field(int, 128, min=2),
-        "decoder_depth": Field(int, 2, min=1),
+        "decoder_depth": Field(int, 8, min=1),
         "decoder_num_heads": Field(int, 4, min=1),
         "mlp_ratio": Field(float, 4.0, min=0.1, doc="MLP width / embedding width (encoder and decoder)"),
         "dropout": Field(float, 0.0, min=0, max=0.99),
-        "latent_dim": Field(int, 128, min=1),
+        "latent_projection": Field(bool, False, doc="latent = linear map of the CLS output (else the CLS output itself)"),
+        "latent_dim": Field(int, 128, min=1, doc="equals embed_dim without latent_projection"),
     }
 
     @classmethod
@@ -117,6 +131,9 @@ class AutoEncoderViT(nn.Module):
                 problems.append(f"{path}.{heads}: {params[heads]} does not divide {dim} {params[dim]}")
             if params[dim] % 2:
                 problems.append(f"{path}.{dim}: must be even (sin-cos positions), got {params[dim]}")
+        if not params["latent_projection"] and params["latent_dim"] != params["embed_dim"]:
+            problems.append(f"{path}.latent_dim: without latent_projection the latent is the CLS output, so latent_dim "
+                            f"must equal embed_dim {params['embed_dim']}, got {params['latent_dim']}")
         length = params["input_length"]
         if not params["use_signal_backbone"]:
             if length % params["patch_size"]:
@@ -133,9 +150,9 @@ class AutoEncoderViT(nn.Module):
                             "multiple of step)")
         return problems
 
-    def __init__(self, in_channels, input_length, sampling_rate, use_signal_backbone, window_s, step_s,
+    def __init__(self, preset, in_channels, input_length, sampling_rate, use_signal_backbone, window_s, step_s,
                  backbone_kernel_sizes, backbone_width, backbone_depth, patch_size, embed_dim, depth, num_heads,
-                 decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio, dropout, latent_dim,
+                 decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio, dropout, latent_projection, latent_dim,
                  build_decoder=True):
         super().__init__()
         if use_signal_backbone:
@@ -155,7 +172,7 @@ class AutoEncoderViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.register_buffer("positions", sincos_positions(self.num_tokens, embed_dim), persistent=False)
         self.encoder = transformer_stack(embed_dim, depth, num_heads, mlp_ratio, dropout)
-        self.to_latent = nn.Linear(embed_dim, latent_dim)
+        self.to_latent = nn.Linear(embed_dim, latent_dim) if latent_projection else nn.Identity()
         self.decoder = None
         if build_decoder:
             self.decoder = MAEDecoder(embed_dim, latent_dim, self.num_tokens, self.token_size, decoder_embed_dim,
@@ -200,7 +217,7 @@ class AutoEncoderViT(nn.Module):
         return self.encoder(torch.cat([cls, tokens], dim=1)), mask, ids_restore
 
     def latent(self, encoded: torch.Tensor) -> torch.Tensor:
-        """Encoder output (B, 1 + n, D) -> latent (B, latent_dim), from the CLS token."""
+        """Encoder output (B, 1 + n, D) -> latent (B, latent_dim): the CLS token's output (or its projection)."""
         return self.to_latent(encoded[:, 0])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,10 +240,14 @@ class AutoEncoderViT(nn.Module):
 
     def token_masking_problem(self, mask_ratio: float) -> str | None:
         """Why token masking at `mask_ratio` cannot run with this tokenisation, or None."""
-        n_keep = round((1.0 - mask_ratio) * self.num_tokens)
+        n_keep = self.num_tokens - round(mask_ratio * self.num_tokens)
         if self.num_tokens < 2:
             return (f"'token' masking needs several tokens, but this backbone makes {self.num_tokens} per epoch "
                     "(patch_size = input_length); use masking 'random' or 'span'")
+        if self.step < self.window:
+            return (f"'token' masking needs tokens that do not overlap, but frames of {self.window} samples every "
+                    f"{self.step} leave a dropped frame's samples visible in its kept neighbours; use raw patches "
+                    "(use_signal_backbone false), step_s = window_s, or masking 'span' / 'random' (in the time domain)")
         if n_keep < 1 or n_keep == self.num_tokens:
             return (f"'token' masking with masking_ratio {mask_ratio} keeps {n_keep} of {self.num_tokens} tokens; "
                     "choose a ratio that masks some but not all tokens")

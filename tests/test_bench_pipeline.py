@@ -1,0 +1,36 @@
+"""benchmarks/bench_pipeline.py: the stage table of one fold end to end (CPU smoke run) and the 9 x 10 projection."""
+import json
+import sys
+
+import pytest
+
+from benchmarks import bench_pipeline
+from tests.test_engine import make_config, write_tiny_dataset
+
+
+def test_projection_is_the_mean_fold_cost_times_ninety_runs():
+    reports = [{"config": "a", "total_s": 100.0, "stages_s": {"training": 80.0, "probe_mlp": 5.0}},
+               {"config": "b", "total_s": 300.0, "stages_s": {"training": 200.0, "latent_eval": 90.0}}]
+    projection = bench_pipeline.project(reports)
+    assert projection["mean_fold_s"] == 200.0
+    assert projection["table_device_hours"] == pytest.approx(200.0 * 90 / 3600)  # 5.0 device-hours
+    assert projection["largest_stage"] == "training"
+
+
+def test_one_fold_end_to_end_on_cpu_times_every_stage(tmp_path, monkeypatch):
+    npz_dir, splits = write_tiny_dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    config = make_config((tmp_path, npz_dir, splits), "CRL")
+    out = tmp_path / "report.json"
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--config", str(config), "--gpu", "cpu", "--max-epochs", "1",
+                                      "--workdir", str(tmp_path / "scratch"), "--json", str(out)])
+    bench_pipeline.main()
+    report = json.loads(out.read_text())
+    assert list(report["stages_s"]) == list(bench_pipeline.STAGES)
+    assert all(seconds >= 0 for seconds in report["stages_s"].values())
+    assert sum(report["stages_s"].values()) <= report["total_s"] * 1.01
+    assert report["training"]["epochs_completed"] == 1 and sorted(report["probe_metrics"]) == ["linear", "mlp"]
+    whole, chunked = report["validation_memory"]["whole"], report["validation_memory"]["chunked"]
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    assert (tmp_path / "scratch" / "checkpoints" / "test_CRL_CNN" / "embeddings_fold-01.pt").is_file()
+    assert not (tmp_path / "checkpoints").exists()  # the run stays in its scratch folder
