@@ -1,28 +1,40 @@
-"""Sleep-staging metrics against scikit-learn, pooled vs per-fold aggregation, and the Key Results table."""
+"""Sleep-staging metrics on hand-computed cases (and one wiring check against scikit-learn), pooled vs per-fold aggregation, and the Key Results table."""
 import csv
 import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score
+from sklearn.metrics import confusion_matrix, f1_score
 
 from probing.metrics import classification_metrics, pooled_and_per_fold
 from probing.results import write_summary
 from utils import STAGES
 
 
-def test_metrics_equal_scikit_learn_on_fixed_predictions():
+def test_metrics_wiring_agrees_with_scikit_learn():
+    """Wiring only (scikit-learn's values): all five stages present, per-class order and confusion layout."""
     rng = np.random.default_rng(0)
     y_true = rng.integers(0, 5, 400)
     y_pred = np.where(rng.random(400) < 0.7, y_true, rng.integers(0, 5, 400))
     m = classification_metrics(y_true, y_pred)
     assert m["n_epochs"] == 400
-    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
-    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
-    assert m["kappa"] == pytest.approx(cohen_kappa_score(y_true, y_pred))
-    per_class = f1_score(y_true, y_pred, average=None, labels=range(5))
-    assert [m["per_class_f1"][s] for s in STAGES] == pytest.approx(per_class)
+    assert [m["per_class_f1"][s] for s in STAGES] == pytest.approx(f1_score(y_true, y_pred, average=None, labels=range(5)))
     assert m["confusion"] == confusion_matrix(y_true, y_pred, labels=range(5)).tolist()
+
+
+def test_metrics_of_a_three_stage_confusion_by_hand():
+    """Confusion (rows true W, N1, N2; columns predicted) [[4, 1, 0], [1, 2, 1], [0, 1, 5]], 15 epochs."""
+    confusion = [[4, 1, 0], [1, 2, 1], [0, 1, 5]]
+    pairs = [(t, p) for t, row in enumerate(confusion) for p, count in enumerate(row) for _ in range(count)]
+    y_true, y_pred = (np.array(v) for v in zip(*pairs))
+    m = classification_metrics(y_true, y_pred)
+    assert m["accuracy"] == pytest.approx(11 / 15)
+    # F1 = 2 TP / (row + column): W 8/10, N1 4/8, N2 10/12
+    assert [m["per_class_f1"][s] for s in ("W", "N1", "N2")] == pytest.approx([0.8, 0.5, 5 / 6])
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 5 / 6) / 3)
+    # kappa = (p_o - p_e) / (1 - p_e), p_o = 11/15, p_e = (5*5 + 4*4 + 6*6) / 15^2 = 77/225 -> 88/148
+    assert m["kappa"] == pytest.approx(22 / 37)
+    assert [row[:3] for row in m["confusion"][:3]] == confusion
 
 
 def test_metrics_on_a_hand_computed_case():

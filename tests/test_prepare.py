@@ -11,22 +11,42 @@ import numpy as np
 import pytest
 
 from dset.demo import hypnogram_bytes, write_night
+from dset import sleep_edf
 from dset.sleep_edf import channel_folder, edf_start, main, prepare
 
 REPO = Path(__file__).resolve().parents[1]
+# SleePyCo's prepare_sleep-edf-2018.py (reference repo, dset/Sleep-EDF-2018/): "?" -> UNK (6), "Movement time" -> MOVE (5)
+MOVE, UNK = 5, 6
 CODES = {"Sleep stage W": 0, "Sleep stage 1": 1, "Sleep stage 2": 2, "Sleep stage 3": 3, "Sleep stage 4": 3,
-         "Sleep stage R": 4, "Sleep stage ?": -1, "Movement time": -1}
+         "Sleep stage R": 4, "Sleep stage ?": UNK, "Movement time": MOVE}
 KEYS = {"x", "y", "fs", "ch_label", "subject", "night", "start_time", "onsets", "psg_file", "hypnogram_file"}
 
 
-def expected_labels(hypnogram: Path, n_epochs: int) -> np.ndarray:
-    """The DeepSleepNet rule written independently: expand runs, cut to the signal, drop ?/MT, trim wake to 60."""
+def sleepyco_labels(runs: list[tuple[str, int]], n_epochs: int, trim_first: bool = True) -> np.ndarray:
+    """SleePyCo's label rule, written from its prepare script: expand the (stage, epochs) runs, cut to the
+    signal, then select the sleep period (first to last epoch that is not W, MOVE and UNK included, +- 60
+    epochs), then remove MOVE and UNK. `trim_first=False` swaps the last two steps (the order to catch)."""
+    labels = np.repeat([CODES[stage] for stage, _ in runs], [count for _, count in runs])[:n_epochs]
+
+    def trim(y):
+        not_wake = np.flatnonzero(y != 0)
+        return y[max(not_wake[0] - 60, 0): min(not_wake[-1] + 60, len(y) - 1) + 1]
+
+    def drop(y):
+        return y[(y != MOVE) & (y != UNK)]
+
+    return drop(trim(labels)) if trim_first else trim(drop(labels))
+
+
+def runs_of(hypnogram: Path) -> list[tuple[str, int]]:
     ann = mne.read_annotations(hypnogram)
     assert np.all(ann.onset % 30 == 0) and np.all(ann.duration % 30 == 0)
-    labels = np.repeat([CODES[d] for d in ann.description], (ann.duration // 30).astype(int))[:n_epochs]
-    labels = labels[labels >= 0]
-    sleep = np.flatnonzero(labels != 0)
-    return labels[max(sleep[0] - 60, 0): sleep[-1] + 61]
+    return [(str(stage), int(duration // 30)) for stage, duration in zip(ann.description, ann.duration)]
+
+
+def expected_labels(hypnogram: Path, n_epochs: int) -> np.ndarray:
+    """SleePyCo's rule (sleepyco_labels) applied to a hypnogram file."""
+    return sleepyco_labels(runs_of(hypnogram), n_epochs)
 
 
 def n_epochs_of(psg: Path) -> int:
@@ -87,6 +107,8 @@ def test_labels_equal_the_real_hypnograms(surrogate, shared_sleep_edf):
         np.testing.assert_array_equal(y, expected_labels(hypnogram, real_end))
 
 
+@pytest.mark.xfail(strict=True, reason="a surrogate night has unscored epochs in its wake edge, where dset/sleep_edf.py "
+                                       "(?/movement removed before the wake trim) keeps fewer W epochs than SleePyCo")
 def test_label_counts_follow_the_surrogate_hypnograms(surrogate):
     root, _ = surrogate
     for hypnogram in sorted((root / "edf" / "sleep-cassette").glob("*-Hypnogram.edf")):
@@ -94,6 +116,73 @@ def test_label_counts_follow_the_surrogate_hypnograms(surrogate):
         expected = expected_labels(hypnogram, n_epochs_of(psg))
         y = np.load(root / "ours" / f"{hypnogram.name[:7]}0.npz")["y"]
         np.testing.assert_array_equal(np.bincount(y, minlength=5), np.bincount(expected, minlength=5))
+
+
+# Per-night stage counts (W, N1, N2, N3, REM) of the 16 real hypnograms under SleePyCo's rule, the signal ending
+# where the last "Sleep stage ?" starts (as in the originals). Swapping its order (remove MOVE/UNK, then trim)
+# gives the same 16 nights: their "?" epochs lie past the signal and their few movement epochs inside the sleep
+# period, so these counts do not check the order; test_movement_in_the_wake_edge_is_trimmed_as_sleepyco_does does.
+REAL_COUNTS = {
+    "SC4001E": [188, 58, 250, 220, 125], "SC4002E": [183, 59, 373, 297, 215], "SC4011E": [157, 109, 562, 105, 170],
+    "SC4012E": [162, 92, 660, 96, 176], "SC4021E": [128, 94, 545, 95, 163], "SC4022E": [125, 184, 402, 119, 179],
+    "SC4031E": [140, 61, 485, 57, 209], "SC4032E": [136, 45, 400, 131, 199], "SC4041E": [200, 166, 620, 53, 196],
+    "SC4042E": [185, 137, 514, 94, 270], "SC4051E": [208, 44, 217, 135, 68], "SC4052E": [222, 114, 616, 114, 180],
+    "SC4061E": [142, 56, 407, 136, 102], "SC4062E": [193, 90, 417, 129, 187], "SC4071E": [124, 89, 403, 162, 198],
+    "SC4072E": [407, 84, 392, 222, 168],
+}
+
+
+class FlatSignal:
+    """Stands in for the MNE Raw of a PSG of n_epochs 30-s epochs (read_night needs n_times and get_data)."""
+
+    def __init__(self, n_epochs: int):
+        self.n_times = n_epochs * 3000
+
+    def get_data(self, units):
+        return np.zeros((1, self.n_times), np.float32)
+
+
+def labels_of(hypnogram: Path, n_epochs: int, folder: Path, monkeypatch) -> np.ndarray:
+    """y of read_night for a hypnogram and a flat PSG of n_epochs epochs (its header: the hypnogram's start)."""
+    psg = folder / f"{hypnogram.name[:7]}0-PSG.edf"
+    shutil.copy(hypnogram, psg)                                   # edf_start reads only the header
+    monkeypatch.setattr(sleep_edf, "read_signal", lambda path, channel: FlatSignal(n_epochs))
+    return sleep_edf.read_night(sleep_edf.Night(hypnogram.name[:7], psg, hypnogram))["y"]
+
+
+def test_real_hypnograms_give_sleepyco_counts(shared_sleep_edf, tmp_path, monkeypatch):
+    hypnograms = sorted((shared_sleep_edf / "hypnograms").glob("*-Hypnogram.edf"))
+    assert [h.name[:7] for h in hypnograms] == list(REAL_COUNTS)
+    for hypnogram in hypnograms:
+        n_epochs = int(mne.read_annotations(hypnogram).onset[-1] // 30)
+        y = labels_of(hypnogram, n_epochs, tmp_path, monkeypatch)
+        assert np.bincount(y, minlength=5).tolist() == REAL_COUNTS[hypnogram.name[:7]], hypnogram.name
+        np.testing.assert_array_equal(y, expected_labels(hypnogram, n_epochs))
+
+
+MOVEMENT_IN_WAKE = [("Sleep stage W", 100), ("Movement time", 2), ("Sleep stage W", 100), ("Sleep stage 2", 30),
+                    ("Sleep stage W", 100)]
+
+
+def test_the_two_orders_differ_on_movement_in_the_wake_edge():
+    """SleePyCo trims first, so a movement epoch in the wake before sleep counts as sleep for the trim:
+    60 + 100 W epochs before N2 (and 60 after) survive, against 60 when movement is removed first."""
+    trim_first = sleepyco_labels(MOVEMENT_IN_WAKE, 332)
+    drop_first = sleepyco_labels(MOVEMENT_IN_WAKE, 332, trim_first=False)
+    assert np.bincount(trim_first, minlength=5).tolist() == [220, 0, 30, 0, 0]
+    assert np.bincount(drop_first, minlength=5).tolist() == [120, 0, 30, 0, 0]
+
+
+@pytest.mark.xfail(strict=True, reason="dset/sleep_edf.py removes ?/movement epochs before the wake trim; SleePyCo "
+                                       "trims first (its prepare script); issue 17 reported it to the lead")
+def test_movement_in_the_wake_edge_is_trimmed_as_sleepyco_does(tmp_path, monkeypatch):
+    hypnogram = tmp_path / "SC4901EC-Hypnogram.edf"
+    start = dt.datetime(1989, 1, 1, 21)
+    onsets = np.cumsum([0] + [30 * count for _, count in MOVEMENT_IN_WAKE])
+    hypnogram.write_bytes(hypnogram_bytes(start, [(int(onset), 30 * count, stage) for onset, (stage, count)
+                                                  in zip(onsets, MOVEMENT_IN_WAKE)]))
+    y = labels_of(hypnogram, 332, tmp_path, monkeypatch)
+    assert np.bincount(y, minlength=5).tolist() == [220, 0, 30, 0, 0]
 
 
 def test_real_short_psg_is_reported_as_a_night_without_sleep(shared_sleep_edf, tmp_path):

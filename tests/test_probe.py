@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy.signal import welch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
@@ -169,13 +168,22 @@ def test_supervised_model_is_scored_by_its_own_head(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- band power baseline
-def test_bandpower_features_match_scipy_on_one_epoch():
-    x = np.random.default_rng(0).normal(0, 20, (3, 3000)).astype(np.float32)
+# one frequency inside each band, away from its edges and off the 0.25-Hz Welch grid
+BAND_TONES = {"delta": 2.1, "theta": 6.1, "alpha": 10.1, "sigma": 13.9, "beta": 22.3}
+
+
+def test_a_sine_puts_its_power_a2_over_2_into_its_band():
+    """x = A sin(2 pi f t) has mean power A^2 / 2 (µV²), all of it at f: the band holding f gets A^2 / 2
+    within 1 %, every other band less than 0.1 % of it; log std is log(A / sqrt 2)."""
+    amplitude, t = 20.0, np.arange(3000) / 100
+    x = np.stack([amplitude * np.sin(2 * np.pi * f * t + 0.3) for f in BAND_TONES.values()]).astype(np.float32)
     features = bandpower_features(x, fs=100, chunk=2)  # chunks of 2: the batched path crosses a boundary
-    f, psd = welch(x[2].astype(np.float64), fs=100, nperseg=400)
-    expected = [np.log(psd[(f >= lo) & (f < hi)].sum() * (f[1] - f[0])) for lo, hi in BANDS.values()]
-    assert features[2, :5] == pytest.approx(expected, rel=1e-5)
-    assert features[2, 5] == pytest.approx(np.log(x[2].astype(np.float64).std()), rel=1e-6)
+    power = np.exp(features[:, :5].astype(np.float64))  # (tone, band)
+    assert list(BANDS) == list(BAND_TONES)
+    for tone in range(5):
+        assert power[tone, tone] == pytest.approx(amplitude**2 / 2, rel=0.01), list(BANDS)[tone]
+        assert np.delete(power[tone], tone).max() < 1e-3 * amplitude**2 / 2, list(BANDS)[tone]
+    assert features[:, 5] == pytest.approx(np.log(amplitude / np.sqrt(2)), abs=1e-3)
 
 
 def test_bandpower_baseline_scores_a_fold(tmp_path, monkeypatch):
