@@ -20,7 +20,7 @@ device, from an optional torch.Generator (seeded: reproducible).
 `Augmenter` applies those named in the config's `order` (default: all six in the reference's order,
 each with p = 0.5), each to a per-sample Bernoulli(p) subset of the batch (computed for the whole
 batch, then selected with torch.where: selecting by index would need the number of chosen samples
-on the host, i.e. a sync). docs/DEVIATIONS_augment.md lists where they differ from the reference.
+on the host, i.e. a sync). docs/DEVIATIONS.md lists where they differ from the reference.
 """
 from __future__ import annotations
 
