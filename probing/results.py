@@ -205,25 +205,34 @@ def _summary_markdown(runs: list[dict]) -> str:
         "Baselines: Supervised (same encoder trained end to end with labels), Random init (the same probe on a "
         "randomly initialised frozen encoder), Band power (logistic regression on Welch band powers).",
         "",
-        "| Paradigm | Architecture | Classifier | Labels | Folds | Accuracy (%) | Macro-F1 | Cohen's κ |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| Run | Paradigm | Architecture | Classifier | Probe | Labels | Folds | Accuracy (%) | Macro-F1 | Cohen's κ |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         p = r["pooled"]
         kappa = "n/a" if p["kappa"] is None else f"{p['kappa']:.3f}"
-        n_folds = r["n_folds"] if r["n_folds"] == r["num_folds"] else f"{r['n_folds']} of {r['num_folds']}"
-        lines.append(f"| {r['paradigm']} | {r['architecture']} | {r['classifier']} | {100 * r['label_fraction']:g}% | "
-                     f"{n_folds} | {100 * p['accuracy']:.1f} | {p['macro_f1']:.3f} | {kappa} |")
+        lines.append(f"| {r['run']} | {r['paradigm']} | {r['architecture']} | {r['classifier']} | {r.get('probe') or '—'} | "
+                     f"{100 * r['label_fraction']:g}% | {folds_cell(r)} | {100 * p['accuracy']:.1f} | "
+                     f"{p['macro_f1']:.3f} | {kappa} |")
     return "\n".join(lines) + "\n"
+
+
+def folds_cell(run: dict) -> str:
+    """'10' when every fold was scored, else which ones: '1, 3 of 10' (the count when the list is absent)."""
+    if run["n_folds"] == run["num_folds"]:
+        return str(run["n_folds"])
+    scored = ", ".join(map(str, run["folds"])) if run.get("folds") else run["n_folds"]
+    return f"{scored} of {run['num_folds']}"
 
 
 def _summary_csv(runs: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     scores = [(m, kind) for m in ("accuracy", "macro_f1", "kappa") for kind in ("pooled", "fold_mean", "fold_std")]
-    run_columns = ["run", "paradigm", "architecture", "classifier", "label_fraction", "dataset", "n_folds",
-                   "num_folds", "n_epochs"]
+    run_columns = ["run", "paradigm", "architecture", "classifier", "probe", "label_fraction", "dataset", "n_folds",
+                   "num_folds", "folds", "n_epochs"]
     writer.writerow(run_columns + [f"{m}_{kind}" for m, kind in scores])
     for r in runs:
-        writer.writerow([r[c] for c in run_columns] + [r[kind][m] for m, kind in scores])
+        cells = {**r, "folds": " ".join(map(str, r.get("folds") or [])), "probe": r.get("probe") or ""}
+        writer.writerow([cells[c] for c in run_columns] + [r[kind][m] for m, kind in scores])
     return buffer.getvalue()
