@@ -79,7 +79,7 @@ def test_summarize_builds_the_table_from_metrics_files(tmp_path):
     assert table[2] == ("| DLPROJ_pretrain_CRL_CNN_run2 | CRL | CNN | linear probe | linear | 100% | 1, 3 of 10 | "
                         "50.0 | 0.500 | 0.500 |")
     caption = md_path.read_text().splitlines()[0]
-    assert "10 fold(s)" in caption and "linear probe" in caption
+    assert "2-10 (see Folds) fold(s)" in caption and "linear probe" in caption
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["run"] for r in rows] == ["DLPROJ_pretrain_CRL_CNN", "DLPROJ_pretrain_CRL_CNN_run2",
                                         "Baseline_bandpower_Sleep-EDF-2018"]
