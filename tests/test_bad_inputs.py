@@ -200,3 +200,32 @@ def test_nan_in_an_input_npz_names_the_file_and_the_first_bad_epochs(workdir):
     np.savez(night, **arrays)
     message = refused(train_cli("MP"), ["--config", str(make_config(workdir)), "--gpu", "cpu", "--fold", "1"], tmp)
     assert str(night) in message and "epoch index(es) 3, 7" in message and "\n" not in message
+
+
+# ----------------------------------------------------------------------------- prepare
+def _set_fpz_samples(psg, value, share):
+    """Overwrite the first `share` of every 30-s record's Fpz-Cz samples (the first signal) with the digital `value`."""
+    data = bytearray(psg.read_bytes())
+    header, record = 256 * 8, 2 * (3 * 3000 + 4 * 30)
+    for start in range(header, len(data), record):
+        data[start : start + 2 * int(3000 * share)] = np.full(int(3000 * share), value, "<i2").tobytes()
+    psg.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("value, share, reason", [(0, 1.0, "flat channel (std 0.00 µV < 0.5 µV)"),
+                                                  (32767, 0.2, "clipped channel (")])
+def test_prepare_skips_a_flat_or_clipped_night_unless_allowed(tmp_path, capsys, value, share, reason):
+    from dset.demo import write_night
+    from dset.sleep_edf import main
+
+    edf = tmp_path / "edf"
+    for subject in (0, 1):
+        write_night(edf, subject, epochs=240, seed=0)
+    _set_fpz_samples(edf / "SC4011E0-PSG.edf", value, share)
+    out = tmp_path / "npz"
+    assert main(["--data-dir", str(edf), "--out-dir", str(out), "--workers", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert f"SC4011E0-PSG.edf: EEG Fpz-Cz: {reason}" in printed and "--allow-flat" in printed
+    assert sorted(p.name for p in out.glob("*.npz")) == ["SC4001E0.npz"]
+    assert main(["--data-dir", str(edf), "--out-dir", str(out), "--workers", "1", "--allow-flat"]) == 0
+    assert (out / "SC4011E0.npz").is_file()
