@@ -229,3 +229,24 @@ def test_prepare_skips_a_flat_or_clipped_night_unless_allowed(tmp_path, capsys, 
     assert sorted(p.name for p in out.glob("*.npz")) == ["SC4001E0.npz"]
     assert main(["--data-dir", str(edf), "--out-dir", str(out), "--workers", "1", "--allow-flat"]) == 0
     assert (out / "SC4011E0.npz").is_file()
+
+
+# ----------------------------------------------------------------------------- download
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("base_url, reason", [(f"http://127.0.0.1:{_closed_port()}/", "connection refused"),
+                                              ("http://no-such-host.invalid/", "host name not found")])
+def test_refused_connection_or_unknown_host_fails_at_once_naming_the_url(tmp_path, base_url, reason):
+    from dset.physionet import DownloadError, download_sleep_edf
+
+    with pytest.raises(DownloadError) as exc:
+        download_sleep_edf(tmp_path, base_url, "0", retries=5, backoff=30.0)  # a retry would wait 30 s
+    message = str(exc.value)
+    assert message.startswith(f"{base_url}RECORDS: {reason}") and "not retried" in message and "\n" not in message
+    assert not any(tmp_path.iterdir())
