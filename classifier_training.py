@@ -27,8 +27,9 @@ from utils import ConfigError, InputError, fold_name, select_device
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    summary, usage = __doc__.split("\n\n", 1)
+    parser = argparse.ArgumentParser(description=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=usage)
     parser.add_argument("--encoder_ckpt", "--encoder-ckpt", type=Path,
                         help="best checkpoint of a fold, checkpoints/<exp>/ckpt_fold-KK.pth")
     parser.add_argument("--config", type=Path, help="the config the encoder was trained with (JSON or YAML)")

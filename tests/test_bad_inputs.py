@@ -250,3 +250,9 @@ def test_refused_connection_or_unknown_host_fails_at_once_naming_the_url(tmp_pat
     message = str(exc.value)
     assert message.startswith(f"{base_url}RECORDS: {reason}") and "not retried" in message and "\n" not in message
     assert not any(tmp_path.iterdir())
+
+
+def test_classifier_help_prints_its_description_once(capsys):
+    with pytest.raises(SystemExit) as exc:
+        classifier_training.main(["--help"])
+    assert exc.value.code == 0 and capsys.readouterr().out.count("Score pretrained encoders") == 1
