@@ -132,6 +132,9 @@ def main(argv=None) -> None:
     print(f"{metrics['run']}: {metrics['n_folds']} of {metrics['num_folds']} fold(s) pooled "
           f"({metrics['n_epochs']} test epochs): {describe(metrics['pooled'])}; "
           f"per-fold mean macro-F1 {metrics['fold_mean']['macro_f1']:.3f} ± {metrics['fold_std']['macro_f1']:.3f}")
+    if metrics.get("stale_folds"):
+        print(f"fold(s) {metrics['stale_folds']} of {metrics['run']} were probed with an earlier checkpoint: "
+              "re-run them with --fold K")
     print(f"results in {RESULTS_ROOT / metrics['run']}/")
 
 

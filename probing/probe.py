@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from probing.results import results_dir, run_meta, save_fold_predictions
+from probing.results import record_checkpoint, results_dir, run_meta, save_fold_predictions
 from training.checkpoint import encode_array, load_checkpoint
 from utils import STAGES
 
@@ -205,6 +205,9 @@ def run_probe(config: dict, fold: int, ckpt_path, device, data=None, test_latent
                          f"{config['ssl']['type']!r}: pass the config the checkpoint was trained with")
     data = data if data is not None else load_fold(config["data"], fold)
     if trained == "Supervised":
-        return score_supervised(model, ckpt["input_norm"], data, config, fold, device)
-    return probe_encoder(model, ckpt["input_norm"], data, config, fold, device, paradigm=trained,
-                         test_latents=test_latents)
+        scores = score_supervised(model, ckpt["input_norm"], data, config, fold, device)
+    else:
+        scores = probe_encoder(model, ckpt["input_norm"], data, config, fold, device, paradigm=trained,
+                               test_latents=test_latents)
+    record_checkpoint(results_dir(config), fold, ckpt_path)
+    return scores

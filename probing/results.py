@@ -3,6 +3,7 @@
     results/<run>/predictions_fold-01.npz   y_true, y_pred, subject, night of the fold's test epochs + meta (JSON)
     results/<run>/metrics.json              pooled + fold mean/std + per-fold metrics, classifier, label fraction;
                                             n_epochs counts 30-s test epochs, best_epoch/epochs_trained probe passes
+    results/<run>/checkpoint_fold-01.json   path and SHA-256 of the checkpoint the fold's predictions came from
     results/<run>/per_fold.csv              one row per fold
     results/<run>/confusion.png             pooled confusion matrix, counts and row-normalised
     results/<run>/hypnogram.png             true vs predicted stages of one test night
@@ -10,11 +11,13 @@
 
 <run> is `results_dir(config)`: the experiment name, plus `_mlp-probe` for the MLP probe and
 `_labels-F` for a label fraction F < 1, so runs with different classifiers never mix their folds.
-Predictions are saved per fold, so folds probed in separate invocations pool correctly.
+Predictions are saved per fold, so folds probed in separate invocations pool correctly. A fold whose
+checkpoint has changed since it was probed is listed in metrics.json's `stale_folds` (re-run the probe).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -92,6 +95,33 @@ def load_fold_predictions(out_dir: Path) -> dict[int, dict]:
     return folds
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_checkpoint(out_dir: Path, fold: int, ckpt_path: Path) -> None:
+    """results/<run>/checkpoint_fold-KK.json: which checkpoint (path, SHA-256) the fold's predictions came from."""
+    record = {"checkpoint": str(ckpt_path), "sha256": file_sha256(Path(ckpt_path))}
+    atomic_write_bytes(Path(out_dir) / f"checkpoint_{fold_name(fold)}.json", json.dumps(record).encode())
+
+
+def stale_folds(out_dir: Path, folds) -> list[int]:
+    """Folds whose recorded checkpoint has been replaced (another SHA-256) or removed since they were probed."""
+    stale = []
+    for fold in folds:
+        path = Path(out_dir) / f"checkpoint_{fold_name(fold)}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            ckpt = Path(record["checkpoint"])
+            if not ckpt.is_file() or file_sha256(ckpt) != record["sha256"]:
+                stale.append(fold)
+    return stale
+
+
 # ----------------------------------------------------------------------------- aggregation
 def write_results(config: dict, out_dir: Path | None = None) -> dict:
     """Aggregate every fold present in results_dir(config) (or out_dir); write metrics, CSV and plots."""
@@ -105,6 +135,7 @@ def write_results(config: dict, out_dir: Path | None = None) -> dict:
         "probe": folds[min(folds)]["meta"].get("probe"),
         "n_folds": len(folds),
         "folds": sorted(folds),
+        "stale_folds": stale_folds(out_dir, sorted(folds)),
         "n_epochs": scores["pooled"]["n_epochs"],
         "pooled": scores["pooled"],
         "fold_mean": scores["fold_mean"],

@@ -256,3 +256,20 @@ def test_classifier_help_prints_its_description_once(capsys):
     with pytest.raises(SystemExit) as exc:
         classifier_training.main(["--help"])
     assert exc.value.code == 0 and capsys.readouterr().out.count("Score pretrained encoders") == 1
+
+
+def test_probe_results_record_the_checkpoint_hash_and_flag_a_replaced_checkpoint(workdir, capsys):
+    from probing.results import write_results
+
+    tmp, _, _ = workdir
+    config = make_config(workdir, "MP")
+    ckpt = tmp / "checkpoints" / "test_MP_CNN" / "ckpt_fold-01.pth"
+    torch.manual_seed(0)
+    fake_checkpoint(config, ckpt)
+    classifier_training.main(["--encoder_ckpt", str(ckpt), "--config", str(config), "--gpu", "cpu"])
+    record = json.loads((tmp / "results" / "test_MP_CNN" / "checkpoint_fold-01.json").read_text())
+    assert record["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert write_results(load_config(config))["stale_folds"] == []
+    torch.manual_seed(1)
+    fake_checkpoint(config, ckpt)  # the checkpoint is replaced: the fold's predictions are stale
+    assert write_results(load_config(config))["stale_folds"] == [1]

@@ -81,6 +81,9 @@ def closing_report(config: dict, folds: list[int]) -> str:
         kappa = "n/a" if pooled.get("kappa") is None else f"{pooled['kappa']:.3f}"
         lines.append(f"  test subjects ({metrics['n_folds']} fold(s), {metrics['n_epochs']} epochs, {metrics['classifier']}): "
                      f"ACC {100 * pooled['accuracy']:.1f} %, MF1 {pooled['macro_f1']:.3f}, kappa {kappa}")
+        if metrics.get("stale_folds"):
+            lines.append(f"  fold(s) {metrics['stale_folds']} were probed with an earlier checkpoint: "
+                         "re-run python classifier_training.py --config <config> --fold K")
     else:
         lines.append("  no probe results (probe.run_after_pretraining is false): "
                      f"python classifier_training.py --config <config> --fold all")
