@@ -199,10 +199,7 @@ def run_probe(config: dict, fold: int, ckpt_path, device, data=None, test_latent
     if ckpt["fold"] != fold:
         raise ValueError(f"{ckpt_path} was trained on fold {ckpt['fold']}, not fold {fold}: its training subjects "
                          f"overlap fold {fold}'s test subjects; use checkpoints/<exp>/ckpt_fold-{fold:02d}.pth")
-    trained = ckpt["config"]["ssl"]["type"]
-    if trained != config["ssl"]["type"]:
-        raise ValueError(f"{ckpt_path} was trained with ssl.type {trained!r}, but the config says "
-                         f"{config['ssl']['type']!r}: pass the config the checkpoint was trained with")
+    trained = ckpt["config"]["ssl"]["type"]  # equal to the config's: load_checkpoint checks it
     data = data if data is not None else load_fold(config["data"], fold)
     if trained == "Supervised":
         scores = score_supervised(model, ckpt["input_norm"], data, config, fold, device)
