@@ -54,15 +54,16 @@ def earlier_run(config: dict) -> Path | None:
     return results if results.is_dir() and any(results.iterdir()) else None
 
 
-def protect_earlier_run(config: dict, resume: bool, overwrite: bool) -> None:
-    """Refuse to train over an earlier run unless --resume or --overwrite; --overwrite deletes it whole."""
+def protect_earlier_run(config: dict, resume: bool, overwrite: bool, delete: bool = True) -> None:
+    """Refuse to train over an earlier run unless --resume or --overwrite; --overwrite deletes it whole
+    (when `delete`: under torchrun every process checks, only the main one deletes)."""
     if resume:
         return
     found = earlier_run(config)
     if found is not None and not overwrite:
         raise InputError(f"{found}/ already holds a run named {config['exp_name']!r}; continue it with --resume, "
                          f"replace it with --overwrite, or name this run differently with --set exp_name=...")
-    if overwrite:
+    if overwrite and delete:
         for path in run_outputs(config):
             shutil.rmtree(path)
             print(f"--overwrite: removed {path}/")
@@ -114,8 +115,7 @@ def main(paradigm: str, argv=None) -> None:
 
     try:
         distributed, device = init_distributed(select_device(args.gpu))
-        if distributed.is_main:
-            protect_earlier_run(config, args.resume, args.overwrite)
+        protect_earlier_run(config, args.resume, args.overwrite, delete=distributed.is_main)
         for fold in folds:
             train_fold(config, fold, device, resume=args.resume, distributed=distributed)
         if distributed.is_main and config["probe"]["run_after_pretraining"]:
