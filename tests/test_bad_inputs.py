@@ -273,3 +273,18 @@ def test_probe_results_record_the_checkpoint_hash_and_flag_a_replaced_checkpoint
     torch.manual_seed(1)
     fake_checkpoint(config, ckpt)  # the checkpoint is replaced: the fold's predictions are stale
     assert write_results(load_config(config))["stale_folds"] == [1]
+
+
+# ----------------------------------------------------------------------------- cases that already passed before issue 14
+@pytest.mark.parametrize("argv, named", [(["--set", "trainer.bogus=1"], "trainer.bogus: unknown key"),
+                                         (["--set", "trainer.batch_size=\"big\""], "trainer.batch_size: expected int"),
+                                         (["--set", "trainer.learning_rate=-1"], "trainer.learning_rate: -1"),
+                                         (["--fold", "99"], "--fold 99: folds are numbered 1..2")])
+def test_bad_config_value_or_fold_names_the_key(workdir, argv, named):
+    message = refused(train_cli("MP"), ["--config", str(make_config(workdir)), "--gpu", "cpu", *argv], workdir[0])
+    assert named in message
+
+
+def test_wrong_script_names_the_right_one(workdir):
+    message = refused(train_cli("CRL"), ["--config", str(make_config(workdir, "MP")), "--gpu", "cpu"], workdir[0])
+    assert "run it with: python train_mp.py" in message and "\n" not in message
