@@ -135,6 +135,8 @@ def main(argv=None) -> None:
     if metrics.get("stale_folds"):
         print(f"fold(s) {metrics['stale_folds']} of {metrics['run']} were probed with an earlier checkpoint: "
               "re-run them with --fold K")
+    if args.baseline is None:
+        print("checkpoints: " + ", ".join(str(encoder_checkpoint(args, config, f)) for f in folds))
     print(f"results in {RESULTS_ROOT / metrics['run']}/")
 
 
