@@ -17,26 +17,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from probing.baselines import (bandpower_fold, random_init_config, random_init_fold, supervised_config,
                                supervised_fold, write_bandpower_results)
 from probing.probe import probe_kinds, run_probe, with_probe
 from probing.results import RESULTS_ROOT, describe, write_results, write_summary
-from training.checkpoint import best_checkpoint_path
+from training.checkpoint import best_checkpoint_path, read_checkpoint
 from training.config import load_config
-from utils import ConfigError, fold_name, select_device
+from utils import ConfigError, InputError, fold_name, select_device
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    summary, usage = __doc__.split("\n\n", 1)
+    parser = argparse.ArgumentParser(description=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=usage)
     parser.add_argument("--encoder_ckpt", "--encoder-ckpt", type=Path,
                         help="best checkpoint of a fold, checkpoints/<exp>/ckpt_fold-KK.pth")
     parser.add_argument("--config", type=Path, help="the config the encoder was trained with (JSON or YAML)")
     parser.add_argument("--fold", help="fold number K or 'all' (default: the fold of --encoder_ckpt)")
-    parser.add_argument("--gpu", default="0" if torch.cuda.is_available() else "cpu",
-                        help="CUDA device index or 'cpu' (default: 0 when CUDA is available)")
+    parser.add_argument("--gpu", default="auto", help="auto, cpu or a CUDA device index (default: auto, "
+                        "CUDA 0 when available, else the CPU)")
     parser.add_argument("--probe", choices=("linear", "mlp", "both", "context"), help="probe.type override (default: the config's)")
     parser.add_argument("--label-fraction", type=float, help="train on this fraction of the labelled epochs")
     parser.add_argument("--baseline", choices=("random", "supervised", "bandpower"))
@@ -65,7 +64,7 @@ def resolve_folds(args, config: dict) -> list[int]:
         raise ConfigError(["--fold: required when no --encoder_ckpt is given"])
     if not args.encoder_ckpt.is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.encoder_ckpt}")
-    return [int(torch.load(args.encoder_ckpt, map_location="cpu", weights_only=False)["fold"])]
+    return [int(read_checkpoint(args.encoder_ckpt)["fold"])]
 
 
 def encoder_checkpoint(args, config: dict, fold: int) -> Path:
@@ -127,13 +126,18 @@ def main(argv=None) -> None:
             for scores in score_fold(args, config, fold, device).values():
                 print(f"fold {fold} ({scores['classifier']}, {scores['n_epochs']} test epochs): {describe(scores)}")
         runs = aggregate(args, config)
-    except (ConfigError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}") from exc
+    except (ConfigError, InputError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     for metrics in runs:
         print(f"{metrics['run']}: {metrics['n_folds']} of {metrics['num_folds']} fold(s) pooled "
               f"({metrics['n_epochs']} test epochs): {describe(metrics['pooled'])}; "
               f"per-fold mean macro-F1 {metrics['fold_mean']['macro_f1']:.3f} ± {metrics['fold_std']['macro_f1']:.3f}")
+        if metrics.get("stale_folds"):
+            print(f"fold(s) {metrics['stale_folds']} of {metrics['run']} were probed with an earlier checkpoint: "
+                  "re-run them with --fold K")
         print(f"results in {RESULTS_ROOT / metrics['run']}/")
+    if args.baseline is None:
+        print("checkpoints: " + ", ".join(str(encoder_checkpoint(args, config, f)) for f in folds))
 
 
 if __name__ == "__main__":

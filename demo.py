@@ -6,6 +6,7 @@
 It runs, and prints, exactly the commands a user runs on Sleep-EDF:
   1. make the demo dataset (synthetic nights in the Sleep-EDF EDF layout) and prepare it to NPZ
   2. pretrain a CNN with each paradigm (MP, CRL, Hybrid) on fold 1, each followed by the probe
+     (--overwrite: a rerun of the demo replaces the previous demo runs)
   3. the band-power baseline on the same fold
   4. the latent-space evaluation of each run, and the Key Results table
 The demo data is synthetic: its numbers prove the pipeline runs, not how well a model stages real sleep.
@@ -25,13 +26,14 @@ PARADIGMS = {"MP": "train_mp.py", "CRL": "train_crl.py", "Hybrid": "train_hybrid
 def run(command: list[str]) -> None:
     print(f"\n$ {' '.join(command)}", flush=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, *command], cwd=REPO, check=True)
+    if subprocess.run([sys.executable, *command], cwd=REPO).returncode:
+        sys.exit(f"error: the demo stopped at: python {' '.join(command)} (its message is above)")
     print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpu", default="cpu", help="CUDA device id or 'cpu' (default: cpu)")
+    parser.add_argument("--gpu", default="cpu", help="auto, cpu or a CUDA device index (default: cpu)")
     parser.add_argument("--paradigms", nargs="+", default=list(PARADIGMS), choices=list(PARADIGMS))
     args = parser.parse_args()
 
@@ -39,7 +41,7 @@ def main() -> None:
     run(["-m", "dset.demo", "--out", "dset/demo"])
     configs = [f"configs/demo/DEMO_{paradigm}_CNN.json" for paradigm in args.paradigms]
     for paradigm, config in zip(args.paradigms, configs):
-        run([PARADIGMS[paradigm], "--config", config, "--gpu", args.gpu, "--fold", "1"])
+        run([PARADIGMS[paradigm], "--config", config, "--gpu", args.gpu, "--fold", "1", "--overwrite"])
     run(["classifier_training.py", "--config", configs[0], "--baseline", "bandpower", "--fold", "1"])
     for config in configs:
         run(["latent_space_evaluator.py", "--config", config, "--fold", "1"])

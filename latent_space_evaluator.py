@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from latent_space_evaluation.evaluate import EmbeddingsError, evaluate_run, find_embeddings, load_embeddings, summarize
-from utils import ConfigError
+from utils import ConfigError, InputError
 
 CHECKPOINTS_DIR = Path("checkpoints")
 RESULTS_DIR = Path("results")
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.summarize:
             written = summarize(RESULTS_DIR)
             print("wrote " + ", ".join(str(p) for p in written))
-    except (FileNotFoundError, ConfigError, EmbeddingsError) as exc:
+    except (FileNotFoundError, ConfigError, InputError, EmbeddingsError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 

@@ -21,6 +21,10 @@ STAGES = ("W", "N1", "N2", "N3", "REM")
 REQUIRED = object()
 
 
+class InputError(ValueError):
+    """Bad input (a file, a checkpoint, a flag): one line naming it and the next step. Scripts print it, no traceback."""
+
+
 class ConfigError(ValueError):
     """Raised with every problem of a config, one per line, each naming its key path."""
 
@@ -164,17 +168,26 @@ def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
 
 
 # ----------------------------------------------------------------------------- runtime
-def select_device(gpu: str | int | None):
-    """`--gpu 0` -> cuda:0, `--gpu cpu` -> cpu; a clear error when CUDA is asked for but absent."""
+def select_device(gpu: str | int | None = "auto"):
+    """`--gpu auto` -> cuda:0 when CUDA is available, else cpu with a one-line notice; `--gpu 0` -> cuda:0;
+    `--gpu cpu` -> cpu. Anything else, or a GPU that is not there, is a SystemExit naming the value."""
     import torch
 
-    if gpu is None or str(gpu).lower() == "cpu":
+    value = "auto" if gpu is None else str(gpu).strip().lower()
+    if value == "cpu":
         return torch.device("cpu")
+    if value == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda:0")
+        print("--gpu auto: no CUDA device found, running on the CPU", flush=True)
+        return torch.device("cpu")
+    if not value.isdigit():
+        raise SystemExit(f"error: --gpu {gpu}: invalid value; expected auto, cpu or a CUDA device index (0, 1, ...)")
     if not torch.cuda.is_available():
-        raise SystemExit(f"--gpu {gpu}: CUDA is not available on this machine; use --gpu cpu")
-    index = int(gpu)
+        raise SystemExit(f"error: --gpu {gpu}: CUDA is not available on this machine; use --gpu cpu or --gpu auto")
+    index = int(value)
     if index >= torch.cuda.device_count():
-        raise SystemExit(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        raise SystemExit(f"error: --gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return torch.device(f"cuda:{index}")
 
 
@@ -212,6 +225,26 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def safe_torch_load(path: str | os.PathLike) -> Any:
+    """torch.load with weights_only=True: only tensors, numbers, strings, lists, tuples and dicts are
+    rebuilt, so loading a file never runs code. Anything else is refused with an InputError naming the file."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(f"{path}: not loaded: it holds objects other than tensors, numbers, strings, lists and "
+                         "dicts (an older release or another program wrote it); re-train or convert it") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable torch file (truncated or corrupt); re-create it") from exc
 
 
 def fold_name(fold: int) -> str:

@@ -12,18 +12,34 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dset.splits import check_splits, dataset_splits
-from utils import REPO_ROOT
+from utils import REPO_ROOT, InputError
 
 EPOCH_SAMPLES = 3000
 NIGHT_FILE = re.compile(r"^SC4(\d\d)(\d).*\.npz$")
-PREPARE_HINT = ("prepare them with: python dset/Sleep-EDF-2018/prepare_sleep-edf-2018.py --data-dir <download folder> "
-                "(or python -m dset.demo for the demo dataset)")
+PREPARE_HINT = ("prepare them with: python dset/Sleep-EDF-2018/prepare_sleep-edf-2018.py --data-dir dset/Sleep-EDF-2018/edf "
+                "--out-dir {root} (or python -m dset.demo for the demo dataset)")
+CORRUPT_HINT = "re-run prepare with --force"
+
+
+def read_night(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    """Arrays `keys` (and those of `optional` present) of one prepared night; an InputError naming the file
+    when it is corrupt, truncated or lacks a key."""
+    try:
+        with np.load(path, allow_pickle=False) as night:
+            if missing := [k for k in keys if k not in night.files]:
+                raise InputError(f"{path}: not a prepared night (lacks {', '.join(missing)}); {CORRUPT_HINT}")
+            return {k: night[k] for k in keys + optional if k in night.files}
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: corrupt or truncated NPZ ({type(exc).__name__}); {CORRUPT_HINT}") from exc
 
 
 @dataclass
@@ -88,13 +104,14 @@ def resolve_folds(data_cfg: dict) -> dict:
 def night_files(root_dir: Path, subjects) -> list[tuple[int, int, Path]]:
     """(subject, night, path) of every prepared night of `subjects`; FileNotFoundError naming the missing ones."""
     if not root_dir.is_dir():
-        raise FileNotFoundError(f"data.root_dir: {root_dir} is not a folder of prepared nights; {PREPARE_HINT}")
+        raise FileNotFoundError(f"data.root_dir: {root_dir} is not a folder of prepared nights; {PREPARE_HINT.format(root=root_dir)}")
     wanted = set(int(s) for s in subjects)
     files = sorted((int(m[1]), int(m[2]), p) for p in root_dir.iterdir() if (m := NIGHT_FILE.match(p.name)))
     files = [f for f in files if f[0] in wanted]
     missing = sorted(wanted - {s for s, _, _ in files})
     if missing:
-        raise FileNotFoundError(f"no prepared night (SC4ssN*.npz) in {root_dir} for subject(s) {missing}; {PREPARE_HINT}")
+        raise FileNotFoundError(f"no prepared night (SC4ssN*.npz) in {root_dir} for subject(s) {missing}; "
+                         f"{PREPARE_HINT.format(root=root_dir)}")
     return files
 
 
@@ -106,21 +123,22 @@ def load_split(data_cfg: dict, subjects) -> Split:
     files = night_files(resolve(data_cfg["root_dir"]), subjects)
     labels = []
     for _, _, path in files:
-        with np.load(path) as night:
-            if "x" not in night or "y" not in night:
-                raise ValueError(f"{path}: not a prepared night (needs keys x and y, has {night.files}); {PREPARE_HINT}")
-            if "ch_label" in night and "channel" in data_cfg and str(night["ch_label"]) != data_cfg["channel"]:
-                raise ValueError(f"{path} holds {night['ch_label']} but data.channel is {data_cfg['channel']!r}; "
-                                 f"point data.root_dir at the {data_cfg['channel']} folder")
-            labels.append(night["y"].astype(np.int64))
+        night = read_night(path, ("y",), optional=("ch_label",))
+        if "ch_label" in night and "channel" in data_cfg and str(night["ch_label"]) != data_cfg["channel"]:
+            raise InputError(f"{path} holds {night['ch_label']} but data.channel is {data_cfg['channel']!r}; "
+                             f"point data.root_dir at the {data_cfg['channel']} folder")
+        labels.append(night["y"].astype(np.int64))
     counts = [len(y) for y in labels]
     x = np.empty((sum(counts), EPOCH_SAMPLES), dtype=np.float32)
     start = 0
     for (_, _, path), n in zip(files, counts):
-        with np.load(path) as night:
-            night_x = night["x"]
+        night_x = read_night(path, ("x",))["x"]
         if night_x.shape != (n, EPOCH_SAMPLES):
-            raise ValueError(f"{path}: x has shape {night_x.shape}, expected ({n}, {EPOCH_SAMPLES})")
+            raise InputError(f"{path}: x has shape {night_x.shape}, expected ({n}, {EPOCH_SAMPLES}); {CORRUPT_HINT}")
+        if not np.isfinite(night_x).all():
+            bad = np.flatnonzero(~np.isfinite(night_x).all(axis=1))
+            raise InputError(f"{path}: NaN or inf in {len(bad)} epoch(s), first at epoch index(es) "
+                             f"{', '.join(map(str, bad[:5]))}; {CORRUPT_HINT}")
         x[start:start + n] = night_x
         start += n
     return Split(

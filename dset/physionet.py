@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import ssl
 import threading
 import urllib.error
@@ -154,6 +155,17 @@ def parse_subjects(spec: str, available: Iterable[int]) -> list[int]:
 # ----------------------------------------------------------------------------- transfers
 class DownloadError(RuntimeError):
     """A file could not be fetched or verified; the message names the file or URL."""
+
+
+def permanent_failure(exc: Exception) -> str | None:
+    """'connection refused' or 'host name not found' when retrying cannot help; None for transient failures
+    (timeouts, resets, cut transfers), which are retried."""
+    cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return f"host name not found ({cause})"
+    return None
 
 
 class _Retryable(Exception):
@@ -316,6 +328,8 @@ class Downloader:
                 error = exc
             except (_Retryable, urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
                     ssl.SSLError) as exc:
+                if (reason := permanent_failure(exc)) is not None:
+                    raise DownloadError(f"{url}: {reason}; not retried (check the URL and the network)") from exc
                 if k == self.retries:
                     raise DownloadError(f"{url}: {exc} (gave up after {k + 1} attempts)") from exc
                 error = exc

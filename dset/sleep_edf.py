@@ -45,6 +45,8 @@ STAGE_CODES = {
 DEFAULT_CHANNEL = "EEG Fpz-Cz"
 DEFAULT_DATA_DIR = REPO_ROOT / "dset" / "Sleep-EDF-2018" / "edf"
 NAME = re.compile(r"^SC4(\d\d)(\d)")
+FLAT_STD_UV = 0.5              # a night whose channel has a smaller std (µV) is a flat line (dead electrode)
+CLIPPED_SHARE = 0.05           # ... or whose samples sit at the minimum or maximum value this often is clipped
 
 
 class PrepareError(Exception):
@@ -168,8 +170,21 @@ def sleep_period(y: np.ndarray) -> slice:
     return slice(max(sleep[0] - WAKE_EDGE_EPOCHS, 0), min(sleep[-1] + WAKE_EDGE_EPOCHS, y.size - 1) + 1)
 
 
-def read_night(night: Night, channel: str = DEFAULT_CHANNEL) -> dict[str, np.ndarray]:
-    """The arrays of one night's NPZ (see the module docstring); PrepareError when it cannot be made."""
+def signal_problem(x: np.ndarray) -> str | None:
+    """Why a night's kept signal (n, 3000) µV is unusable: flat (std < FLAT_STD_UV) or clipped (more than
+    CLIPPED_SHARE of the samples at its minimum or maximum value, the digital limits); None when it is fine."""
+    std = float(np.std(x, dtype=np.float64))
+    if std < FLAT_STD_UV:
+        return f"flat channel (std {std:.2f} µV < {FLAT_STD_UV} µV)"
+    at_limits = float(np.mean((x == x.min()) | (x == x.max())))
+    if at_limits > CLIPPED_SHARE:
+        return f"clipped channel ({100 * at_limits:.1f} % of the samples at the min or max, > {100 * CLIPPED_SHARE:g} %)"
+    return None
+
+
+def read_night(night: Night, channel: str = DEFAULT_CHANNEL, allow_flat: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of one night's NPZ (see the module docstring); PrepareError when it cannot be made, or when
+    the channel is flat or clipped (unless `allow_flat`)."""
     if night.hypnogram is None:
         raise PrepareError(f"{night.psg.name}: no hypnogram {night.key}?-Hypnogram.edf beside it")
     if night.psg is None:
@@ -185,6 +200,8 @@ def read_night(night: Night, channel: str = DEFAULT_CHANNEL) -> dict[str, np.nda
         raise PrepareError(f"{night.psg.name}: no sleep epoch ({scored.size} scored epochs, all wake)")
     keep = scored[sleep_period(labels[scored])]
     signal = raw.get_data(units="uV")[0, : n_epochs * EPOCH_SAMPLES].reshape(n_epochs, EPOCH_SAMPLES)
+    if not allow_flat and (problem := signal_problem(signal[keep])):
+        raise PrepareError(f"{night.psg.name}: {channel}: {problem}; skipped (--allow-flat keeps it)")
     return {
         "x": signal[keep].astype(np.float32),
         "y": labels[keep],
@@ -200,23 +217,23 @@ def read_night(night: Night, channel: str = DEFAULT_CHANNEL) -> dict[str, np.nda
 
 
 # ----------------------------------------------------------------------------- preparing a folder
-def prepare_night(night: Night, out_dir: Path, channel: str, force: bool) -> str:
+def prepare_night(night: Night, out_dir: Path, channel: str, force: bool, allow_flat: bool = False) -> str:
     """Write OUT/SC4ssNE0.npz atomically; 'skipped' when it is newer than both inputs (and not `force`)."""
     out = out_dir / night.output_name
     if not force and night.psg and night.hypnogram and out.is_file():
         if out.stat().st_mtime > max(night.psg.stat().st_mtime, night.hypnogram.stat().st_mtime):
             return "skipped"
-    arrays = read_night(night, channel)
+    arrays = read_night(night, channel, allow_flat)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(out, buffer.getvalue())
     return "prepared"
 
 
-def _run(night: Night, out_dir: Path, channel: str, force: bool) -> tuple[str, str]:
+def _run(night: Night, out_dir: Path, channel: str, force: bool, allow_flat: bool = False) -> tuple[str, str]:
     """(status, message) of one night; status 'failed' carries the reason instead of raising."""
     try:
-        return prepare_night(night, out_dir, channel, force), ""
+        return prepare_night(night, out_dir, channel, force, allow_flat), ""
     except PrepareError as exc:
         return "failed", str(exc)
     except Exception as exc:
@@ -224,7 +241,7 @@ def _run(night: Night, out_dir: Path, channel: str, force: bool) -> tuple[str, s
 
 
 def prepare(data_dir: str | os.PathLike, out_dir: str | os.PathLike, channel: str = DEFAULT_CHANNEL,
-            workers: int = 1, force: bool = False, progress: bool = True) -> PrepareReport:
+            workers: int = 1, force: bool = False, progress: bool = True, allow_flat: bool = False) -> PrepareReport:
     """Prepare every night of `data_dir` into `out_dir`, `workers` nights at a time; failures are collected."""
     from tqdm import tqdm
 
@@ -246,12 +263,12 @@ def prepare(data_dir: str | os.PathLike, out_dir: str | os.PathLike, channel: st
 
     if workers > 1 and len(nights) > 1:
         with ProcessPoolExecutor(min(workers, len(nights))) as pool:
-            futures = {pool.submit(_run, night, out_dir, channel, force): night for night in nights}
+            futures = {pool.submit(_run, night, out_dir, channel, force, allow_flat): night for night in nights}
             for future in as_completed(futures):
                 record(futures[future], *future.result())
     else:
         for night in nights:
-            record(night, *_run(night, out_dir, channel, force))
+            record(night, *_run(night, out_dir, channel, force, allow_flat))
     bar.close()
     return report
 
@@ -261,16 +278,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Sleep-EDF-2018 sleep-cassette EDF -> one NPZ per night "
                                      "(30-s epochs, 100 Hz, µV, labels W/N1/N2/N3/REM = 0..4).")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="download folder (PhysioNet layout: PSGs in DIR/sleep-cassette/ or DIR)")
+                        help="download folder (PhysioNet layout: PSGs in DIR/sleep-cassette/ or DIR; default: %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="default: dset/Sleep-EDF-2018/npz/<channel without 'EEG '>/")
-    parser.add_argument("--channel", default=DEFAULT_CHANNEL)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="nights in parallel")
+    parser.add_argument("--channel", default=DEFAULT_CHANNEL, help="EDF channel to read (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="nights in parallel (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rewrite outputs that are already up to date")
+    parser.add_argument("--allow-flat", action="store_true",
+                        help=f"keep nights whose channel is flat (std < {FLAT_STD_UV} µV) or clipped "
+                             f"(> {100 * CLIPPED_SHARE:g} %% of the samples at the min or max)")
     args = parser.parse_args(argv)
     out_dir = args.out_dir or REPO_ROOT / "dset" / "Sleep-EDF-2018" / "npz" / channel_folder(args.channel)
     try:
-        report = prepare(args.data_dir, out_dir, args.channel, args.workers, args.force)
+        report = prepare(args.data_dir, out_dir, args.channel, args.workers, args.force, allow_flat=args.allow_flat)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -288,8 +288,9 @@ def write_report(report: dict, evaluations: list[FoldEvaluation], out_dir: Path)
         captions = {m.space.split("->")[1]: f"trustworthiness {m.value:.3f}"
                     for m in e.metrics if m.name == "trustworthiness"}
         rows[f"{fold_name(e.fold)} (n={e.n_points})"] = (e.maps, e.map_stages, captions)
-    plot_maps(rows, out_dir / "maps.png", title=f"{report['exp_name']}: test-set embeddings, "
-                                                f"{report['map_points']} epochs per map")
+    mapped = sorted({len(e.map_stages) for e in evaluations})  # map_points, or fewer on a small fold
+    per_map = str(mapped[0]) if len(mapped) == 1 else f"{mapped[0]}-{mapped[-1]}"
+    plot_maps(rows, out_dir / "maps.png", title=f"{report['exp_name']}: test-set embeddings, {per_map} epochs per map")
 
 
 def _number(value: float | None) -> str:

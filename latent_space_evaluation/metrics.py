@@ -160,6 +160,8 @@ def purity_hungarian(stages: np.ndarray, clusters: np.ndarray) -> float:
 def mutual_info_grid(points: np.ndarray, stages: np.ndarray, bins: int = GRID_BINS) -> float:
     """I(stage; grid cell) in nats; cells of a bins x bins grid over the range of the first two coordinates."""
     xy = np.asarray(points[:, :2], dtype=np.float64)
+    if xy.shape[1] == 1:  # one coordinate: a 1-D grid
+        xy = np.column_stack([xy, np.zeros(len(xy))])
     low, span = xy.min(axis=0), np.ptp(xy, axis=0)
     cell = np.minimum(np.floor((xy - low) / (span + 1e-8) * bins).astype(np.int64), bins - 1)
     return float(mutual_info_score(stages, cell[:, 0] * bins + cell[:, 1]))

@@ -28,7 +28,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from probing.results import results_dir, run_meta, save_fold_predictions
+from probing.results import record_checkpoint, results_dir, run_meta, save_fold_predictions
 from probing.saved_probe import checkpoint_info, probe_path, save_probe
 from training.checkpoint import encode_array, load_checkpoint
 from utils import STAGES
@@ -285,12 +285,15 @@ def run_probe(config: dict, fold: int, ckpt_path, device, data=None, test_latent
     if ckpt["fold"] != fold:
         raise ValueError(f"{ckpt_path} was trained on fold {ckpt['fold']}, not fold {fold}: its training subjects "
                          f"overlap fold {fold}'s test subjects; use checkpoints/<exp>/ckpt_fold-{fold:02d}.pth")
-    trained = ckpt["config"]["ssl"]["type"]
-    if trained != config["ssl"]["type"]:
-        raise ValueError(f"{ckpt_path} was trained with ssl.type {trained!r}, but the config says "
-                         f"{config['ssl']['type']!r}: pass the config the checkpoint was trained with")
+    trained = ckpt["config"]["ssl"]["type"]  # equal to the config's: load_checkpoint checks it
     data = data if data is not None else load_fold(config["data"], fold)
     if trained == "Supervised":
-        return {"supervised": score_supervised(model, ckpt["input_norm"], data, config, fold, device)}
-    return probe_encoder(model, ckpt["input_norm"], data, config, fold, device, paradigm=trained,
-                         test_latents=test_latents)
+        scores = {"supervised": score_supervised(model, ckpt["input_norm"], data, config, fold, device)}
+        runs = [config]
+    else:
+        scores = probe_encoder(model, ckpt["input_norm"], data, config, fold, device, paradigm=trained,
+                               test_latents=test_latents)
+        runs = [with_probe(config, kind) for kind in probe_kinds(config["probe"])]
+    for run in runs:
+        record_checkpoint(results_dir(run), fold, ckpt_path)
+    return scores

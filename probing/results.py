@@ -3,6 +3,7 @@
     results/<run>/predictions_fold-01.npz   y_true, y_pred, subject, night of the fold's test epochs + meta (JSON)
     results/<run>/metrics.json              pooled + fold mean/std + per-fold metrics, classifier, label fraction;
                                             n_epochs counts 30-s test epochs, best_epoch/epochs_trained probe passes
+    results/<run>/checkpoint_fold-01.json   path and SHA-256 of the checkpoint the fold's predictions came from
     results/<run>/per_fold.csv              one row per fold
     results/<run>/confusion.png             pooled confusion matrix, counts and row-normalised
     results/<run>/hypnogram.png             true vs predicted stages of one test night
@@ -10,11 +11,13 @@
 
 <run> is `results_dir(config)`: the experiment name, plus `_mlp-probe` for the MLP probe and
 `_labels-F` for a label fraction F < 1, so runs with different classifiers never mix their folds.
-Predictions are saved per fold, so folds probed in separate invocations pool correctly.
+Predictions are saved per fold, so folds probed in separate invocations pool correctly. A fold whose
+checkpoint has changed since it was probed is listed in metrics.json's `stale_folds` (re-run the probe).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -101,6 +104,33 @@ def load_fold_predictions(out_dir: Path) -> dict[int, dict]:
     return folds
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_checkpoint(out_dir: Path, fold: int, ckpt_path: Path) -> None:
+    """results/<run>/checkpoint_fold-KK.json: which checkpoint (path, SHA-256) the fold's predictions came from."""
+    record = {"checkpoint": str(ckpt_path), "sha256": file_sha256(Path(ckpt_path))}
+    atomic_write_bytes(Path(out_dir) / f"checkpoint_{fold_name(fold)}.json", json.dumps(record).encode())
+
+
+def stale_folds(out_dir: Path, folds) -> list[int]:
+    """Folds whose recorded checkpoint has been replaced (another SHA-256) or removed since they were probed."""
+    stale = []
+    for fold in folds:
+        path = Path(out_dir) / f"checkpoint_{fold_name(fold)}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            ckpt = Path(record["checkpoint"])
+            if not ckpt.is_file() or file_sha256(ckpt) != record["sha256"]:
+                stale.append(fold)
+    return stale
+
+
 # ----------------------------------------------------------------------------- aggregation
 def write_results(config: dict, out_dir: Path | None = None) -> dict:
     """Aggregate every fold present in results_dir(config) (or out_dir); write metrics, CSV and plots."""
@@ -114,6 +144,7 @@ def write_results(config: dict, out_dir: Path | None = None) -> dict:
         "probe": folds[min(folds)]["meta"].get("probe"),
         "n_folds": len(folds),
         "folds": sorted(folds),
+        "stale_folds": stale_folds(out_dir, sorted(folds)),
         "n_epochs": scores["pooled"]["n_epochs"],
         "pooled": scores["pooled"],
         "fold_mean": scores["fold_mean"],
@@ -223,25 +254,34 @@ def _summary_markdown(runs: list[dict]) -> str:
         "Baselines: Supervised (same encoder trained end to end with labels), Random init (the same probe on a "
         "randomly initialised frozen encoder), Band power (logistic regression on Welch band powers).",
         "",
-        "| Paradigm | Architecture | Classifier | Labels | Folds | Accuracy (%) | Macro-F1 | Cohen's κ |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| Run | Paradigm | Architecture | Classifier | Probe | Labels | Folds | Accuracy (%) | Macro-F1 | Cohen's κ |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         p = r["pooled"]
         kappa = "n/a" if p["kappa"] is None else f"{p['kappa']:.3f}"
-        n_folds = r["n_folds"] if r["n_folds"] == r["num_folds"] else f"{r['n_folds']} of {r['num_folds']}"
-        lines.append(f"| {r['paradigm']} | {r['architecture']} | {r['classifier']} | {100 * r['label_fraction']:g}% | "
-                     f"{n_folds} | {100 * p['accuracy']:.1f} | {p['macro_f1']:.3f} | {kappa} |")
+        lines.append(f"| {r['run']} | {r['paradigm']} | {r['architecture']} | {r['classifier']} | {r.get('probe') or '—'} | "
+                     f"{100 * r['label_fraction']:g}% | {folds_cell(r)} | {100 * p['accuracy']:.1f} | "
+                     f"{p['macro_f1']:.3f} | {kappa} |")
     return "\n".join(lines) + "\n"
+
+
+def folds_cell(run: dict) -> str:
+    """'10' when every fold was scored, else which ones: '1, 3 of 10' (the count when the list is absent)."""
+    if run["n_folds"] == run["num_folds"]:
+        return str(run["n_folds"])
+    scored = ", ".join(map(str, run["folds"])) if run.get("folds") else run["n_folds"]
+    return f"{scored} of {run['num_folds']}"
 
 
 def _summary_csv(runs: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     scores = [(m, kind) for m in ("accuracy", "macro_f1", "kappa") for kind in ("pooled", "fold_mean", "fold_std")]
-    run_columns = ["run", "paradigm", "architecture", "classifier", "label_fraction", "dataset", "n_folds",
-                   "num_folds", "n_epochs"]
+    run_columns = ["run", "paradigm", "architecture", "classifier", "probe", "label_fraction", "dataset", "n_folds",
+                   "num_folds", "folds", "n_epochs"]
     writer.writerow(run_columns + [f"{m}_{kind}" for m, kind in scores])
     for r in runs:
-        writer.writerow([r[c] for c in run_columns] + [r[kind][m] for m, kind in scores])
+        cells = {**r, "folds": " ".join(map(str, r.get("folds") or [])), "probe": r.get("probe") or ""}
+        writer.writerow([cells[c] for c in run_columns] + [r[kind][m] for m, kind in scores])
     return buffer.getvalue()

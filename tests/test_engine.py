@@ -102,7 +102,7 @@ def test_missing_gpu_is_a_clear_error(workdir, monkeypatch):
 
 
 def _final_weights(config, fold=1):
-    ckpt = torch.load(f"checkpoints/{config['exp_name']}/last_fold-01.pth", weights_only=False)
+    ckpt = torch.load(f"checkpoints/{config['exp_name']}/last_fold-01.pth", weights_only=True)
     return ckpt["model"], ckpt["state"]
 
 
@@ -149,7 +149,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir
     monkeypatch.setattr(PARADIGMS["MP"], "loss", nan_at_step_five)
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 5"):
         train_fold(config, 1, "cpu")
-    best = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)
+    best = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=True)
     assert best["step"] == 4 and all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
 
 
@@ -165,7 +165,7 @@ def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
 
     monkeypatch.setattr(PARADIGMS["MP"], "inputs", record)
     train_fold(config, 1, "cpu")
-    norm = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=False)["input_norm"]
+    norm = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=True)["input_norm"]
     subjects = {round(float(x.mean() * norm["std"] + norm["mean"]) / 100) for batch in seen for x in batch}
     assert subjects <= {0, 1, 2, 3, 4}
 
@@ -280,8 +280,8 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(workdir)
     train_fold(single, 1, "cpu")
     double = dict(config, exp_name="ddp")
     mp.spawn(_ddp_worker, args=(2, _free_port(), double, str(workdir[0])), nprocs=2, join=True)
-    a = torch.load("checkpoints/single/last_fold-01.pth", weights_only=False)["model"]
-    b = torch.load("checkpoints/ddp/last_fold-01.pth", weights_only=False)["model"]
+    a = torch.load("checkpoints/single/last_fold-01.pth", weights_only=True)["model"]
+    b = torch.load("checkpoints/ddp/last_fold-01.pth", weights_only=True)["model"]
     for key in a:
         expected, got = a[key], b[key]
         if key.endswith("self_attn.in_proj_bias"):

@@ -75,19 +75,27 @@ def _fake_metrics(run, paradigm, architecture, classifier, accuracy, macro_f1, k
 def test_summarize_builds_the_table_from_metrics_files(tmp_path):
     runs = [_fake_metrics("Baseline_bandpower_Sleep-EDF-2018", "Band power", "—", "logistic regression",
                           0.70, 0.6312, 0.58),
-            _fake_metrics("DLPROJ_pretrain_CRL_CNN", "CRL", "CNN", "linear probe", 0.8134, 0.7421, 0.7456)]
+            _fake_metrics("DLPROJ_pretrain_CRL_CNN", "CRL", "CNN", "linear probe", 0.8134, 0.7421, 0.7456),
+            {**_fake_metrics("DLPROJ_pretrain_CRL_CNN_run2", "CRL", "CNN", "linear probe", 0.5, 0.5, 0.5, n_folds=2),
+             "folds": [1, 3], "probe": "linear"}]
+    runs[1]["probe"] = "linear"
     for r in runs:
         (tmp_path / r["run"]).mkdir()
         (tmp_path / r["run"] / "metrics.json").write_text(json.dumps(r))
     md_path, csv_path = write_summary(tmp_path)
     table = [line for line in md_path.read_text().splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| Paradigm | Architecture")
-    assert table[1] == "| CRL | CNN | linear probe | 100% | 10 | 81.3 | 0.742 | 0.746 |"  # SSL rows first
-    assert table[2] == "| Band power | — | logistic regression | 100% | 10 | 70.0 | 0.631 | 0.580 |"
+    assert table[0].startswith("| Run | Paradigm | Architecture | Classifier | Probe")
+    assert table[1] == "| DLPROJ_pretrain_CRL_CNN | CRL | CNN | linear probe | linear | 100% | 10 | 81.3 | 0.742 | 0.746 |"
+    assert table[3] == ("| Baseline_bandpower_Sleep-EDF-2018 | Band power | — | logistic regression | — | 100% | 10 | "
+                        "70.0 | 0.631 | 0.580 |")
+    assert table[2] == ("| DLPROJ_pretrain_CRL_CNN_run2 | CRL | CNN | linear probe | linear | 100% | 1, 3 of 10 | "
+                        "50.0 | 0.500 | 0.500 |")
     caption = md_path.read_text().splitlines()[0]
-    assert "10 fold(s)" in caption and "linear probe" in caption
+    assert "2-10 (see Folds) fold(s)" in caption and "linear probe" in caption
     rows = list(csv.DictReader(csv_path.open()))
-    assert [r["run"] for r in rows] == ["DLPROJ_pretrain_CRL_CNN", "Baseline_bandpower_Sleep-EDF-2018"]
+    assert [r["run"] for r in rows] == ["DLPROJ_pretrain_CRL_CNN", "DLPROJ_pretrain_CRL_CNN_run2",
+                                        "Baseline_bandpower_Sleep-EDF-2018"]
+    assert rows[1]["folds"] == "1 3" and rows[1]["probe"] == "linear"
     assert float(rows[0]["macro_f1_pooled"]) == pytest.approx(0.7421)
     assert float(rows[1]["accuracy_fold_std"]) == pytest.approx(0.01)
 

@@ -214,11 +214,11 @@ def test_checkpoint_of_another_architecture_fold_or_paradigm_is_refused(tmp_path
     path = save_checkpoint(tmp_path / "ckpt_fold-01.pth", CONFIG)
     transformer = copy.deepcopy(CONFIG)
     transformer["backbone"] = {"type": "Transformer", "params": {}}
-    with pytest.raises(ValueError, match="trained with backbone .*CNN.* config asks for .*Transformer"):
+    with pytest.raises(ValueError, match="does not match the config.*\n  backbone.type: checkpoint 'CNN', config 'Transformer'"):
         run_probe(transformer, 1, path, "cpu")
     with pytest.raises(ValueError, match="trained on fold 1, not fold 2"):
         run_probe(CONFIG, 2, path, "cpu")
-    with pytest.raises(ValueError, match="ssl.type 'CRL', but the config says 'MP'"):
+    with pytest.raises(ValueError, match="is a CRL checkpoint but the config is a MP config \\(ssl.type\\)"):
         run_probe({**CONFIG, "ssl": {"type": "MP"}}, 1, path, "cpu")
 
 
@@ -258,7 +258,7 @@ def test_cli_summarize_and_argument_errors(tmp_path, monkeypatch, capsys):
     probe_encoder(AmplitudeEncoder(), NORM, toy_fold(0), config, 1, "cpu", paradigm="CRL")
     write_results(config)
     main(["--summarize"])
-    assert "| CRL | CNN | linear probe | 100% | 1 of 2 |" in capsys.readouterr().out
+    assert "| CRL | CNN | linear probe | linear | 100% | 1 of 2 |" in capsys.readouterr().out
     assert (tmp_path / "results" / "summary.csv").is_file()
     with pytest.raises(SystemExit):
         main(["--encoder_ckpt", "x.pth"])  # no --config

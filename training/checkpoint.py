@@ -7,6 +7,8 @@ A checkpoint (`checkpoints/<exp_name>/ckpt_fold-01.pth`, the best state of a fol
     input_norm    {"mean": float, "std": float}: x_model = (x_uV - mean) / std, from the training split
     epoch, step   position of this state in training
     val_loss      validation loss of this state
+Only plain data (tensors, numbers, strings, lists, dicts) is saved, and every file is read with
+weights_only=True (utils.safe_torch_load): loading a checkpoint from someone else never runs code.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import fold_name
+from utils import InputError, fold_name, safe_torch_load
 
 
 def checkpoint_dir(config: dict) -> Path:
@@ -41,29 +43,48 @@ def input_norm_of(x_train: np.ndarray) -> dict:
     return {"mean": float(np.mean(x_train, dtype=np.float64)), "std": float(np.std(x_train, dtype=np.float64))}
 
 
+def differing_keys(trained, wanted, path: str = "") -> list[str]:
+    """'key.path: checkpoint A, config B' for every leaf where two nested config dicts differ."""
+    if isinstance(trained, dict) and isinstance(wanted, dict):
+        return [line for key in sorted(set(trained) | set(wanted), key=str)
+                for line in differing_keys(trained.get(key), wanted.get(key), f"{path}.{key}" if path else str(key))]
+    return [] if trained == wanted else [f"{path}: checkpoint {trained!r}, config {wanted!r}"]
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict of `path`, loaded without running code (utils.safe_torch_load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (train it first: python train_<paradigm>.py --config ...)")
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or not {"model", "config", "fold", "input_norm"} <= ckpt.keys():
+        raise InputError(f"{path}: not a DeepSleepBench checkpoint (needs keys model, config, fold, input_norm)")
+    return ckpt
+
+
 def load_checkpoint(path: str | Path, config: dict | None = None, device="cpu"):
     """Rebuild the model of a checkpoint. Returns (model in eval mode, checkpoint dict).
 
-    With `config`, refuses a checkpoint whose backbone differs from the config's (a clear error
-    naming both), so a probe never silently scores the wrong architecture.
+    With `config`, refuses a checkpoint whose paradigm (ssl.type) or backbone differs from the config's,
+    naming each differing key on its own line, so a probe never silently scores the wrong model.
     """
     from models.main_model import build_model
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (train it first: python train_<paradigm>.py --config ...)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     trained = ckpt["config"]
-    if config is not None and trained["backbone"] != config["backbone"]:
-        raise ValueError(
-            f"{path} was trained with backbone {trained['backbone']}, but the config asks for "
-            f"{config['backbone']}: pass the config the checkpoint was trained with"
-        )
+    if config is not None:
+        if trained["ssl"]["type"] != config["ssl"]["type"]:
+            raise InputError(f"{path} is a {trained['ssl']['type']} checkpoint but the config is a "
+                             f"{config['ssl']['type']} config (ssl.type); pass the config it was trained with")
+        if differences := differing_keys(trained["backbone"], config["backbone"], "backbone"):
+            raise InputError(f"{path} does not match the config; pass the config it was trained with:\n  "
+                             + "\n  ".join(differences))
     model = build_model(trained)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise ValueError(f"{path} does not match the current model code for its config (trained with an older "
+        raise InputError(f"{path} does not match the current model code for its config (trained with an older "
                          f"version of models/?); retrain it. Details: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), ckpt
 

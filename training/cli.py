@@ -1,33 +1,77 @@
 """Command line shared by train_crl.py, train_mp.py and train_hybrid.py.
 
-    python train_crl.py --config configs/X.json --gpu 0 [--fold 1] [--resume] [--seed 7] [--set trainer.max_epochs=5]
+    python train_crl.py --config configs/X.json [--gpu auto] [--fold 1] [--resume | --overwrite] [--seed 7] [--set trainer.max_epochs=5]
     torchrun --nproc_per_node 2 train_crl.py --config configs/X.json --gpu 0
+
+A run into an exp_name that already has a best checkpoint or results is refused before any work: continue it
+(--resume), replace it and everything derived from it (--overwrite), or pick another name (--set exp_name=...).
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
+from training.checkpoint import checkpoint_dir
 from training.config import load_config
 from training.paradigms import SCRIPTS
-from utils import ConfigError, select_device
+from utils import ConfigError, InputError
+
+RESULTS_ROOT = Path("results")
+LOGS_ROOT = Path("logs")
 
 
 def parse_args(paradigm: str, argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=SCRIPTS[paradigm], description=f"Self-supervised pretraining ({paradigm}), then the probe.")
     parser.add_argument("--config", required=True, help="JSON or YAML config (configs/)")
-    parser.add_argument("--gpu", default="0", help="CUDA device id, or 'cpu' (default: 0)")
+    parser.add_argument("--gpu", default="auto", help="auto, cpu or a CUDA device index (default: auto, CUDA 0 when available)")
     parser.add_argument("--fold", type=int, action="append", help="fold to train (repeatable; default: all folds of the config)")
-    parser.add_argument("--resume", action="store_true", help="continue each fold from its last saved state")
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true", help="continue each fold from its last saved state")
+    runs.add_argument("--overwrite", action="store_true",
+                      help="delete the earlier run of this exp_name (checkpoints, embeddings, logs, probe and latent results) first")
     parser.add_argument("--seed", type=int, help="overrides trainer.seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)")
     return parser.parse_args(argv)
 
 
+def run_outputs(config: dict) -> list[Path]:
+    """Every folder an earlier run of config["exp_name"] left: checkpoints and embeddings, TensorBoard logs,
+    results (probe, latent) and the probe variants (results/<exp>_mlp-probe, results/<exp>_labels-F)."""
+    exp = config["exp_name"]
+    variants = sorted(RESULTS_ROOT.glob(f"{exp}_*-probe*")) + sorted(RESULTS_ROOT.glob(f"{exp}_labels-*"))
+    return [p for p in (checkpoint_dir(config), LOGS_ROOT / exp, RESULTS_ROOT / exp, *variants) if p.exists()]
+
+
+def earlier_run(config: dict) -> Path | None:
+    """The folder that shows an earlier run (a best checkpoint, or results), or None."""
+    if any(checkpoint_dir(config).glob("ckpt_fold-*.pth")):
+        return checkpoint_dir(config)
+    results = RESULTS_ROOT / config["exp_name"]
+    return results if results.is_dir() and any(results.iterdir()) else None
+
+
+def protect_earlier_run(config: dict, resume: bool, overwrite: bool, delete: bool = True) -> None:
+    """Refuse to train over an earlier run unless --resume or --overwrite; --overwrite deletes it whole
+    (when `delete`: under torchrun every process checks, only the main one deletes)."""
+    if resume:
+        return
+    found = earlier_run(config)
+    if found is not None and not overwrite:
+        raise InputError(f"{found}/ already holds a run named {config['exp_name']!r}; continue it with --resume, "
+                         f"replace it with --overwrite, or name this run differently with --set exp_name=...")
+    if overwrite and delete:
+        for path in run_outputs(config):
+            shutil.rmtree(path)
+            print(f"--overwrite: removed {path}/")
+
+
 def main(paradigm: str, run_fold, finish, argv=None) -> None:
-    """Parse and check the command line, then run_fold(config, fold, device, resume=, distributed=) for each
-    fold and finish(config) on the main process (pipeline.py passes pretrain -> embed -> probe and the results)."""
+    """Parse and check the command line, protect an earlier run, then run_fold(config, fold, device, resume=,
+    distributed=) for each fold and finish(config, folds) on the main process (pipeline.py passes
+    pretrain -> embed -> probe, and the pooled results with the closing report)."""
     args = parse_args(paradigm, argv)
     overrides = list(args.overrides) + ([f"trainer.seed={args.seed}"] if args.seed is not None else [])
     try:
@@ -38,15 +82,20 @@ def main(paradigm: str, run_fold, finish, argv=None) -> None:
     if wanted != paradigm:
         script = SCRIPTS.get(wanted, "classifier_training.py --baseline supervised")
         sys.exit(f"error: {args.config} is a {wanted} config (ssl.type); run it with: python {script} --config {args.config}")
-
-    from training.engine import init_distributed
-
-    distributed, device = init_distributed(select_device(args.gpu))
     folds = args.fold or list(range(1, config["data"]["num_folds"] + 1))
     bad = [f for f in folds if not 1 <= f <= config["data"]["num_folds"]]
     if bad:
         sys.exit(f"error: --fold {bad[0]}: folds are numbered 1..{config['data']['num_folds']} (data.num_folds)")
-    for fold in folds:
-        run_fold(config, fold, device, resume=args.resume, distributed=distributed)
-    if distributed.is_main:
-        finish(config)
+
+    from training.engine import TrainingDiverged, init_distributed
+    from utils import select_device
+
+    try:
+        distributed, device = init_distributed(select_device(args.gpu))
+        protect_earlier_run(config, args.resume, args.overwrite, delete=distributed.is_main)
+        for fold in folds:
+            run_fold(config, fold, device, resume=args.resume, distributed=distributed)
+        if distributed.is_main:
+            finish(config, folds)
+    except (ConfigError, InputError, FileNotFoundError, TrainingDiverged) as exc:
+        sys.exit(f"error: {exc}")

@@ -37,7 +37,7 @@ from dset.loader import load_fold
 from models.main_model import build_model
 from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path, input_norm_of
 from training.paradigms import PARADIGMS
-from utils import atomic_torch_save, atomic_write_bytes, fold_name
+from utils import atomic_torch_save, atomic_write_bytes, fold_name, safe_torch_load
 
 LOG_EVERY = 25  # mini-batches between host syncs for logging and the finite-loss check
 
@@ -237,7 +237,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
     optimizer = make_optimizer(config, model, capturable=use_graphs)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": math.inf, "stale": 0}
     if resume and last_path.is_file():
-        last = torch.load(last_path, map_location="cpu", weights_only=False)
+        last = safe_torch_load(last_path)
         model.load_state_dict(last["model"])
         optimizer.load_state_dict(last["optimizer"])
         state = last["state"]
@@ -342,10 +342,11 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
             validate_now = (step + 1) % val_every == 0 or step + 1 == steps_per_epoch
             if state["global_step"] % LOG_EVERY == 0 or validate_now:
                 if (bad := int(first_bad_step)) >= 0:
+                    kept = [str(p) for p in (best_path, last_path) if p.is_file()]
                     raise TrainingDiverged(
-                        f"{config['exp_name']} {name}: loss became NaN/inf at step {bad}; stopped. The last good "
-                        f"checkpoints ({best_path.name}, {last_path.name}) are unchanged. Lower trainer.learning_rate "
-                        f"or set trainer.grad_clip.")
+                        f"{config['exp_name']} {name}: loss became NaN/inf at step {bad}; stopped. "
+                        f"{'Kept, unchanged: ' + ', '.join(kept) if kept else 'No checkpoint of this fold was saved yet'}. "
+                        "Possible causes: non-finite input data, too high trainer.learning_rate, no trainer.grad_clip.")
                 elapsed = time.perf_counter() - interval_start
                 if state["global_step"] > LOG_EVERY:  # the first interval (warm-up, autotuning) is not timed
                     train_seconds += elapsed
