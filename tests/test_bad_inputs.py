@@ -13,6 +13,7 @@ import torch
 import classifier_training
 from models.main_model import build_model
 from test_engine import REPO, make_config, workdir, write_tiny_dataset  # noqa: F401  (workdir is a fixture)
+import pipeline
 from training import cli
 from training.config import load_config
 from training.engine import TrainingDiverged, train_fold
@@ -38,7 +39,7 @@ def refused(main, argv, root) -> str:
 
 
 def train_cli(paradigm):
-    return lambda argv: cli.main(paradigm, argv)
+    return lambda argv: pipeline.main(paradigm, argv)
 
 
 class WritesMarker:
@@ -86,7 +87,7 @@ def test_crafted_checkpoint_in_a_subprocess_exits_1_without_traceback(workdir):
 def test_checkpoints_written_by_training_load_with_weights_only(workdir, monkeypatch):
     config = load_config(make_config(workdir, "MP", max_epochs=1))
     train_fold(config, 1, "cpu")
-    for name in ("ckpt_fold-01.pth", "last_fold-01.pth", "embeddings_fold-01.pt"):
+    for name in ("ckpt_fold-01.pth", "last_fold-01.pth"):  # embeddings are written by the pipeline
         torch.load(workdir[0] / "checkpoints" / "test_MP_CNN" / name, weights_only=True)
 
 
@@ -125,7 +126,7 @@ def test_paradigm_mismatch_is_named(workdir):
 def test_rerun_is_refused_then_overwrite_removes_every_derived_result(workdir, capsys):
     tmp, _, _ = workdir
     config = make_config(workdir, "MP", max_epochs=1)
-    cli.main("MP", ["--config", str(config), "--gpu", "cpu", "--fold", "1"])
+    pipeline.main("MP", ["--config", str(config), "--gpu", "cpu", "--fold", "1"])
     report = capsys.readouterr().out
     assert "ACC" in report and "MF1" in report and "kappa" in report
     assert "checkpoints/test_MP_CNN/ckpt_fold-01.pth" in report and "results/test_MP_CNN" in report
@@ -136,7 +137,7 @@ def test_rerun_is_refused_then_overwrite_removes_every_derived_result(workdir, c
         path.write_text("old")
     message = refused(train_cli("MP"), ["--config", str(config), "--gpu", "cpu", "--fold", "1"], tmp)
     assert "checkpoints/test_MP_CNN" in message and all(w in message for w in ("--resume", "--overwrite", "--set exp_name="))
-    cli.main("MP", ["--config", str(config), "--gpu", "cpu", "--fold", "1", "--overwrite"])
+    pipeline.main("MP", ["--config", str(config), "--gpu", "cpu", "--fold", "1", "--overwrite"])
     assert not any(path.exists() for path in derived)
     assert (tmp / "results" / "test_MP_CNN" / "metrics.json").is_file()
 
@@ -259,6 +260,7 @@ def test_classifier_help_prints_its_description_once(capsys):
 
 
 def test_probe_results_record_the_checkpoint_hash_and_flag_a_replaced_checkpoint(workdir, capsys):
+    from probing.probe import with_probe
     from probing.results import write_results
 
     tmp, _, _ = workdir
@@ -269,10 +271,11 @@ def test_probe_results_record_the_checkpoint_hash_and_flag_a_replaced_checkpoint
     classifier_training.main(["--encoder_ckpt", str(ckpt), "--config", str(config), "--gpu", "cpu"])
     record = json.loads((tmp / "results" / "test_MP_CNN" / "checkpoint_fold-01.json").read_text())
     assert record["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    assert write_results(load_config(config))["stale_folds"] == []
+    linear = with_probe(load_config(config), "linear")
+    assert write_results(linear)["stale_folds"] == []
     torch.manual_seed(1)
     fake_checkpoint(config, ckpt)  # the checkpoint is replaced: the fold's predictions are stale
-    assert write_results(load_config(config))["stale_folds"] == [1]
+    assert write_results(linear)["stale_folds"] == [1]
 
 
 # ----------------------------------------------------------------------------- cases that already passed before issue 14

@@ -147,7 +147,7 @@ def labels_of(hypnogram: Path, n_epochs: int, folder: Path, monkeypatch) -> np.n
     psg = folder / f"{hypnogram.name[:7]}0-PSG.edf"
     shutil.copy(hypnogram, psg)                                   # edf_start reads only the header
     monkeypatch.setattr(sleep_edf, "read_signal", lambda path, channel: FlatSignal(n_epochs))
-    return sleep_edf.read_night(sleep_edf.Night(hypnogram.name[:7], psg, hypnogram))["y"]
+    return sleep_edf.read_night(sleep_edf.Night(hypnogram.name[:7], psg, hypnogram), allow_flat=True)["y"]
 
 
 def test_real_hypnograms_give_sleepyco_counts(shared_sleep_edf, tmp_path, monkeypatch):
