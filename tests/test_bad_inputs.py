@@ -282,7 +282,7 @@ def test_probe_results_record_the_checkpoint_hash_and_flag_a_replaced_checkpoint
 @pytest.mark.parametrize("argv, named", [(["--set", "trainer.bogus=1"], "trainer.bogus: unknown key"),
                                          (["--set", "trainer.batch_size=\"big\""], "trainer.batch_size: expected int"),
                                          (["--set", "trainer.learning_rate=-1"], "trainer.learning_rate: -1"),
-                                         (["--fold", "99"], "--fold 99: folds are numbered 1..2")])
+                                         (["--fold", "99"], "--fold 99: folds are numbered 1..4")])
 def test_bad_config_value_or_fold_names_the_key(workdir, argv, named):
     message = refused(train_cli("MP"), ["--config", str(make_config(workdir)), "--gpu", "cpu", *argv], workdir[0])
     assert named in message
