@@ -36,9 +36,13 @@ HEAD_PARAMS = {  # the heads' part of config["ssl"]["params"] (training/config.p
 def backbone_params(kind: str, params: dict) -> dict:
     """`params` of backbone `kind` with every missing value filled: from its preset, then from PARAMS."""
     cls = BACKBONES[kind]
-    presets = getattr(cls, "PRESETS", {})
-    preset = params.get("preset", cls.PARAMS["preset"].default) if "preset" in cls.PARAMS else None
-    return fill_defaults({**presets.get(preset, {}), **params}, cls.PARAMS)
+    preset = params.get("preset", cls.PARAMS["preset"].default)
+    return fill_defaults({**cls.PRESETS.get(preset, {}), **params}, cls.PARAMS)
+
+
+def build_backbone(kind: str, params: dict, build_decoder: bool) -> nn.Module:
+    """Backbone `kind` from its default-filled params (backbone_params); the preset has done its work there."""
+    return BACKBONES[kind](**{k: v for k, v in params.items() if k != "preset"}, build_decoder=build_decoder)
 
 
 def backbone_problems(value, path: str = "backbone") -> list[str]:
@@ -122,5 +126,5 @@ def build_model(config: dict) -> SSLModel:
 
     kind = config["backbone"]["type"]
     params = backbone_params(kind, config["backbone"].get("params", {}))
-    backbone = BACKBONES[kind](**params, build_decoder=ssl["type"] in DECODER_PARADIGMS)
+    backbone = build_backbone(kind, params, build_decoder=ssl["type"] in DECODER_PARADIGMS)
     return SSLModel(backbone, ssl["type"], **fill_defaults(heads, HEAD_PARAMS))

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from dset.loader import resolve_folds
-from models.main_model import BACKBONES, HEAD_PARAMS, SSL_TYPES, backbone_params, backbone_problems
+from models.main_model import HEAD_PARAMS, SSL_TYPES, backbone_params, backbone_problems, build_backbone
 from models.masking import INPUT_MASKINGS
 from utils import ConfigError, Field, apply_overrides, fill_defaults, read_config_file, validate
 
@@ -127,7 +127,7 @@ def load_config(path, overrides: list[str] | None = None) -> dict:
     config["backbone"]["params"] = backbone_params(kind, config["backbone"].get("params", {}))
     data = config["data"]
     if data["masking"] == "token" and config["ssl"]["type"] in ("MP", "Hybrid"):
-        backbone = BACKBONES[kind](**config["backbone"]["params"], build_decoder=False)
+        backbone = build_backbone(kind, config["backbone"]["params"], build_decoder=False)
         if problem := backbone.token_masking_problem(data["masking_ratio"]):
             raise ConfigError([f"data.masking: {problem}"], path)
     try:

@@ -160,7 +160,7 @@ class CNN(nn.Module):
             problems.append(f"{path}.decoder_from_latent: needs latent 'linear'")
         return problems
 
-    def __init__(self, preset, in_channels, widths, layers_per_block, pool_sizes, kernel_size, conv_bias, activation,
+    def __init__(self, in_channels, widths, layers_per_block, pool_sizes, kernel_size, conv_bias, activation,
                  squeeze_excitation, se_reduction, latent, dropout, latent_dim, decoder_from_latent,
                  build_decoder=True, attention=None):
         """`attention(stage, channels)` (1-based stage; used by CNN_Attention) returns the module placed in

@@ -100,7 +100,7 @@ class AutoEncoderViT(nn.Module):
                   "latent_projection": True},
     }
     PARAMS = {
-        "preset": Field(str, "reference", choices=("reference", "small"), doc="named architecture supplying the defaults"),
+        "preset": Field(str, "reference", choices=tuple(PRESETS), doc="named architecture supplying the defaults"),
         "in_channels": Field(int, 1, min=1),
         "input_length": Field(int, 3000, min=1, doc="samples per epoch"),
         "sampling_rate": Field(int, 100, min=1, doc="Hz; converts window_s and step_s to samples"),
@@ -150,7 +150,7 @@ class AutoEncoderViT(nn.Module):
                             "multiple of step)")
         return problems
 
-    def __init__(self, preset, in_channels, input_length, sampling_rate, use_signal_backbone, window_s, step_s,
+    def __init__(self, in_channels, input_length, sampling_rate, use_signal_backbone, window_s, step_s,
                  backbone_kernel_sizes, backbone_width, backbone_depth, patch_size, embed_dim, depth, num_heads,
                  decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio, dropout, latent_projection, latent_dim,
                  build_decoder=True):
