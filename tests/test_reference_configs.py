@@ -4,7 +4,8 @@ The expected values are the reference code's (../shared/reference/README.md, "Re
 from the seed page"): NT-Xent built with its default temperature 0.5, L2 over the visible samples at
 "fixed_proportion_random" masking 0.25, alpha_crl 35, one 3000-sample token for the Transformer with the frame
 backbone off, the MP Transformer validated every 325 mini-batches with patience 8, and the MLP probe in
-mini-batches of 128 on the raw latents.
+mini-batches of 128 on the raw latents, trained with plain cross-entropy (the reference's `CrossEntropyLoss` wraps
+`nn.CrossEntropyLoss()` with no class weights).
 """
 import math
 from pathlib import Path
@@ -43,7 +44,9 @@ def test_reference_config_yields_the_references_effective_values(path):
     expected_validation = (325, 8) if (paradigm, arch) == ("MP", "Transformer") else (0, 10)  # 0: once per epoch
     assert (trainer["val_period"], trainer["early_stopping_patience"]) == expected_validation
     assert (trainer["optimizer"], trainer["grad_clip"], trainer["batch_size"]) == ("adam", None, 128)
-    assert (config["probe"]["type"], config["probe"]["batch_size"], config["probe"]["standardise"]) == ("mlp", 128, False)
+    probe = config["probe"]
+    assert (probe["type"], probe["batch_size"], probe["standardise"], probe["class_weighting"]) == ("mlp", 128, False, "none")
+    assert (probe["learning_rate"], probe["weight_decay"], probe["patience"]) == (1e-3, 1e-4, 10)
 
 
 class Identity(torch.nn.Module):
