@@ -33,7 +33,7 @@ def test_reference_config_yields_the_references_effective_values(path):
     params, data, trainer = config["ssl"]["params"], config["data"], config["trainer"]
     assert config["exp_name"] != load_config(REPO / "configs" / path.name)["exp_name"]  # its own results folder
     if paradigm in ("CRL", "Hybrid"):
-        assert params["temperature"] == 0.5
+        assert (params["temperature"], params["validation_views"]) == (0.5, "identical")
     if paradigm in ("MP", "Hybrid"):
         assert (data["masking"], data["masking_ratio"], params["mp_loss_on"]) == ("fixed_proportion_random", 0.25, "visible")
     if paradigm == "Hybrid":
@@ -79,6 +79,24 @@ def test_reference_crl_loss_is_nt_xent_at_temperature_half():
     loss = PARADIGMS["CRL"](config, Identity()).crl_loss(torch.tensor(z1)[:, None], torch.tensor(z2)[:, None])
     assert loss.item() == pytest.approx(nt_xent_by_hand(z1, z2, 0.5), rel=1e-6)
     assert loss.item() != pytest.approx(nt_xent_by_hand(z1, z2, 0.1), rel=1e-2)  # the seed page's value differs
+
+
+@pytest.mark.parametrize("name", ["CRL_CNN_Attention", "Hybrid_CNN"])
+def test_reference_validation_scores_each_unaugmented_epoch_against_itself(name):
+    """The reference validates CRL (and Hybrid's CRL term) on identical views: NT-Xent of z against z."""
+    config = load_config(REPO / "configs" / "reference" / f"DLPROJ_pretrain_{name}_Sleep-EDF-2018.json")
+    x = torch.randn(4, 1, 3000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = Identity()
+    paradigm = PARADIGMS[config["ssl"]["type"]](config, model)
+    crl = paradigm if name.startswith("CRL") else paradigm.contrastive
+    model.eval()
+    view1, view2 = paradigm.inputs(x, None)[-2:]
+    assert crl.crl_loss(view1, view2).item() == pytest.approx(nt_xent_by_hand(x[:, 0].numpy(), x[:, 0].numpy(), 0.5), rel=1e-6)
+    model.train()  # training views stay augmented
+    assert not torch.equal(*paradigm.inputs(x, None)[-2:])
+    fixed = load_config(REPO / "configs" / f"DLPROJ_pretrain_{name}_Sleep-EDF-2018.json")
+    fixed_paradigm = PARADIGMS[fixed["ssl"]["type"]](fixed, model.eval())
+    assert not torch.equal(*fixed_paradigm.inputs(x, None)[-2:])  # the fixed configs validate on augmented views
 
 
 class FixedReconstruction(torch.nn.Module):

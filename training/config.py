@@ -83,6 +83,9 @@ SCHEMA = {
             "mp_loss": Field(str, "l2", choices=("l2", "cosine")),
             "mp_loss_on": Field(str, "masked", choices=("masked", "visible"),
                                 doc=f"units the MP loss scores; 'visible' {REFERENCE_BUG} (it averaged over the unmasked samples)"),
+            "validation_views": Field(str, "augmented", choices=("augmented", "identical"),
+                                      doc="CRL/Hybrid validation views: two augmented views with fixed randomness; "
+                                          f"'identical' {REFERENCE_BUG} (each unaugmented epoch against itself)"),
             "gather_negatives": Field(bool, True, doc="NT-Xent negatives from all DDP ranks"),
             "augmentations": AUGMENTATION_SCHEMA,
         },

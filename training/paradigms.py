@@ -29,8 +29,13 @@ class Contrastive:
         self.augment = Augmenter(params["augmentations"], fs=config["data"]["sampling_rate"])
         self.temperature = params["temperature"]
         self.gather = gather_with_grad if params["gather_negatives"] else None
+        self.identical_validation_views = params["validation_views"] == "identical"
 
     def views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two augmented views of x; in validation with ssl.params.validation_views 'identical' (the
+        reference's bug), x twice."""
+        if self.identical_validation_views and not self.model.training:
+            return x, x
         return self.augment(x), self.augment(x)
 
     def crl_loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
