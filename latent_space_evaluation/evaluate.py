@@ -147,6 +147,8 @@ def load_embeddings(path: str | Path) -> Embeddings:
                               f"found {stages.min()}..{stages.max()}")
     if len(np.unique(stages)) < 2:
         raise EmbeddingsError(f"{path}: 'y' holds a single stage; cluster metrics need at least two")
+    if not isinstance(data["fold"], int):
+        raise EmbeddingsError(f"{path}: 'fold' must be an integer, got {data['fold']!r}")
     named = re.fullmatch(r"embeddings_fold-(\d+)\.pt", path.name)
     if named and int(named[1]) != data["fold"]:
         raise EmbeddingsError(f"{path}: holds the embeddings of fold {data['fold']} ('fold'), but its name says fold "
@@ -154,7 +156,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
     record = {key: data.get(key) for key in ("checkpoint", "checkpoint_sha256")}
     if any(value is not None and not isinstance(value, str) for value in record.values()):
         raise EmbeddingsError(f"{path}: 'checkpoint' and 'checkpoint_sha256' must be strings")
-    return Embeddings(z, stages, int(data["fold"]), str(data.get("exp_name", path.parent.name)), **record)
+    return Embeddings(z, stages, data["fold"], str(data.get("exp_name", path.parent.name)), **record)
 
 
 def _describe(value) -> str:
