@@ -11,11 +11,14 @@ A config configs/X.json with a reference-compatible twin configs/reference/X.jso
 twin along, and the second table ("what the fixes change") compares the two. Each run calls the existing
 scripts: train_<paradigm>.py --fold K (--resume when a partial run is found), classifier_training.py for each
 probe type whose results are missing, latent_space_evaluator.py --fold K (--self-comparison for reference
-configs). A step is complete when its output exists and is newer than the fold's test embeddings:
-    pretraining   checkpoints/<exp>/embeddings_fold-0K.pt
-    probe P       results/<exp>[_P-probe]/predictions_fold-0K.npz      (P = linear, mlp)
-    latent        results/<exp>/latent/folds/fold-0K.npz
-so a rerun, or another shard, skips what is done. Each run's output goes to logs/benchmark/<exp>_fold-0K.log.
+configs). A step is complete when its output exists and still describes the fold's best checkpoint:
+    pretraining   checkpoints/<exp>/embeddings_fold-0K.pt, made from the checkpoint as it is now (SHA-256)
+    probe P       results/<exp>[_P-probe]/predictions_fold-0K.npz      (P = linear, mlp), newer than the
+                  embeddings and probed with the checkpoint as it is now
+    latent        results/<exp>/latent/folds/fold-0K.npz, evaluated on the embeddings and checkpoint as they
+                  are now (latent_space_evaluation.evaluate.stale_reason)
+so a rerun, or another shard, skips what is done and redoes what a replaced checkpoint made stale. Each
+run's output goes to logs/benchmark/<exp>_fold-0K.log.
 --shard K/N takes every N-th run (1-based K) of the full list and skips the complete ones: the split does not
 depend on what other shards have finished. Paths are relative to the working directory.
 """
@@ -38,12 +41,12 @@ import numpy as np
 from tqdm import tqdm
 
 from latent_space_evaluation.metrics import SEED_NAMES, definition
-from latent_space_evaluation.evaluate import EmbeddingsError, evaluate_run
-from probing.results import PARADIGM_ORDER, RESULTS_ROOT, results_dir, write_results
+from latent_space_evaluation.evaluate import EmbeddingsError, embeddings_stale, evaluate_run, stored_fold_stale
+from probing.results import PARADIGM_ORDER, RESULTS_ROOT, results_dir, stale_folds, write_results
 from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path
 from training.config import load_config
 from training.paradigms import SCRIPTS
-from utils import ConfigError, atomic_write_bytes, fold_name
+from utils import ConfigError, InputError, atomic_write_bytes, fold_name
 
 REPO = Path(__file__).resolve().parent
 PROBES = ("linear", "mlp")  # run for every config
@@ -99,6 +102,8 @@ def load_configs(paths: list[Path], overrides: list[str] = ()) -> list[Config]:
     """The given configs, each followed by its reference twin when one exists; one exp_name per config."""
     ordered: list[Path] = []
     for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"--configs: {path} not found")
         for candidate in (path, twin_path(path)):
             if candidate.is_file() and candidate.resolve() not in {p.resolve() for p in ordered}:
                 ordered.append(candidate)
@@ -135,14 +140,19 @@ def latent_fold_file(config: Config, fold: int) -> Path:
 
 
 def missing_steps(run: Run) -> list[str]:
-    """The steps of a run whose output is absent or older than the fold's test embeddings."""
+    """The steps of a run whose output is absent or stale (see the module docstring). Embeddings made from a
+    checkpoint that has been replaced since make every step missing: pretraining with --resume re-encodes."""
     embeddings = embeddings_path(run.config.config, run.fold)
-    if not embeddings.is_file():
+    if not embeddings.is_file() or embeddings_stale(embeddings):
         return ["pretraining", *(f"probe {p}" for p in PROBES), "latent"]
     made = embeddings.stat().st_mtime_ns
-    outputs = {f"probe {p}": probe_predictions(run.config, p, run.fold) for p in PROBES}
-    outputs["latent"] = latent_fold_file(run.config, run.fold)
-    return [step for step, path in outputs.items() if not (path.is_file() and path.stat().st_mtime_ns >= made)]
+    missing = []
+    for probe in PROBES:
+        path = probe_predictions(run.config, probe, run.fold)
+        if not (path.is_file() and path.stat().st_mtime_ns >= made) or stale_folds(path.parent, [run.fold]):
+            missing.append(f"probe {probe}")
+    latent = latent_fold_file(run.config, run.fold)
+    return missing + ([] if latent.is_file() and not stored_fold_stale(latent) else ["latent"])
 
 
 # ----------------------------------------------------------------------------- running
@@ -166,7 +176,7 @@ def step_command(run: Run, step: str, gpu: str, overrides: list[str]) -> list[st
 
 
 def execute(run: Run, gpu: str, overrides: list[str]) -> str | None:
-    """Run the missing steps of `run` on `gpu` ('cpu' or a CUDA id), output appended to its log; None when
+    """Run the missing steps of `run` on `gpu` ('auto', 'cpu' or a CUDA id), output appended to its log; None when
     complete, else a one-line error naming the failed command and the log."""
     env = dict(os.environ)
     if gpu != "cpu" and gpu.isdigit():  # each job sees one GPU, as device 0
@@ -412,7 +422,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--configs", nargs="+", type=Path, required=True, help="config files (twins come along)")
     parser.add_argument("--folds", default="1", help="'1' (default), 'all', or fold numbers 'K,L'")
-    parser.add_argument("--gpu", default="0", help="CUDA device id or 'cpu' (default: 0)")
+    parser.add_argument("--gpu", default="auto", help="auto, cpu or a CUDA device id (default: auto, CUDA 0 when "
+                        "available, else the CPU)")
     parser.add_argument("--gpus", help="local CUDA ids, e.g. 0,1,2,3: one run per GPU at a time (overrides --gpu)")
     parser.add_argument("--shard", default="1/1", help="K/N: take every N-th run, starting with the K-th")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -445,7 +456,7 @@ def main(argv=None) -> None:
         md_path, csv_path = write_tables(configs, folds_of)
         if args.readme:
             update_readme(REPO / "README.md", md_path)
-    except (ConfigError, FileNotFoundError, EmbeddingsError) as exc:
+    except (ConfigError, InputError, FileNotFoundError, EmbeddingsError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"wrote {md_path} and {csv_path}" + (" and README.md" if args.readme else ""))
     if errors:

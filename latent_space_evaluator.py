@@ -9,8 +9,10 @@ PCA / t-SNE / UMAP maps, and maps coloured by stage.
 Reads checkpoints/<exp_name>/embeddings_fold-XX.pt (written by pretraining), stores each evaluated fold in
 results/<exp_name>/latent/folds/fold-XX.npz and writes results/<exp_name>/latent/{metrics.json, metrics.csv,
 maps.png} covering every fold evaluated so far with the same --max-points/--map-points/--seed whose embeddings
-are unchanged (folds may be evaluated one at a time or in parallel jobs); --summarize writes
-results/latent_summary.{md,csv,png}. Paths are relative to the working directory.
+and checkpoint are unchanged (SHA-256; folds may be evaluated one at a time or in parallel jobs). Embeddings
+made from a checkpoint that has been replaced since are refused. --summarize writes
+results/latent_summary.{md,csv,png} and names each fold whose embeddings or checkpoint changed since it was
+evaluated. Paths are relative to the working directory.
 Metric definitions: latent_space_evaluation/metrics.py.
 """
 from __future__ import annotations

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from dset.sleep_edf import DEFAULT_CHANNEL, PrepareError
 from probing.staging import read_recording, stage_recording, write_outputs
 from utils import select_device
@@ -31,8 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hypnogram", type=Path, help="EDF+ hypnogram: epochs follow its onsets and are scored")
     parser.add_argument("--probe", type=Path, help="saved probe (default: results/<exp>/probe_fold-KK.pt)")
     parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions/)")
-    parser.add_argument("--gpu", default="0" if torch.cuda.is_available() else "cpu",
-                        help="CUDA device index or 'cpu' (default: 0 when CUDA is available)")
+    parser.add_argument("--gpu", default="auto", help="auto, cpu or a CUDA device index (default: auto, CUDA 0 "
+                        "when available, else the CPU)")
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""Shared helpers: config loading and validation, device selection, seeding, atomic file writes.
+"""Shared helpers: config loading and validation, device selection, seeding, atomic file writes, file hashes.
 
 A config is a nested dict (JSON or YAML). Its schema is a nested dict of `Field`s; `validate`
 collects every problem (unknown key, wrong type, value out of range) with its dotted path, so a
@@ -6,6 +6,7 @@ user sees all mistakes at once, before any data is loaded.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -247,6 +248,20 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: not a readable torch file (truncated or corrupt); re-create it") from exc
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fold_name(fold: int) -> str:
     """Fold 1 -> 'fold-01' (checkpoint and result file names)."""
     return f"fold-{fold:02d}"
+
+
+def embeddings_file_name(fold: int) -> str:
+    """Test-set embeddings of a fold: checkpoints/<exp>/embeddings_fold-0K.pt."""
+    return f"embeddings_{fold_name(fold)}.pt"

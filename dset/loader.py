@@ -153,6 +153,6 @@ def load_fold(data_cfg: dict, fold: int) -> FoldData:
     """Train, validation and test splits of fold `fold` (1..num_folds) of the config's splits file."""
     folds = read_splits(data_cfg)["folds"]
     if str(fold) not in folds:
-        raise ValueError(f"fold {fold} is not in {splits_path(data_cfg)} (folds {', '.join(folds)})")
+        raise InputError(f"fold {fold} is not in {splits_path(data_cfg)} (folds {', '.join(folds)})")
     parts = folds[str(fold)]
     return FoldData(*(load_split(data_cfg, parts[name]) for name in ("train", "val", "test")))

@@ -10,7 +10,6 @@ skipped; the verification is cached in `OUT/.verified-sha256.json` by (size, mti
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -29,7 +28,7 @@ from typing import Callable, Iterable, NamedTuple
 
 from tqdm import tqdm
 
-from utils import REPO_ROOT, atomic_write_bytes
+from utils import REPO_ROOT, atomic_write_bytes, file_sha256
 
 BASE_URL = "https://physionet.org/files/sleep-edfx/1.0.0/"
 DEFAULT_OUT = REPO_ROOT / "dset" / "Sleep-EDF-2018" / "edf"
@@ -195,11 +194,6 @@ class Summary:
         return "\n".join(lines)
 
 
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 class Downloader:
     """Fetches files below `base_url` into `out` (same relative paths), in parallel, verified and resumable.
 
@@ -273,7 +267,7 @@ class Downloader:
         url = self.url(remote.path)
         for from_scratch in (False, True):  # a checksum mismatch is retried once from scratch
             self._with_retries(url, lambda: self._transfer(url, partial))
-            actual = sha256_of(partial)
+            actual = file_sha256(partial)
             if actual == remote.sha256:
                 os.replace(partial, final)
                 self._remember(final, remote.path, actual)
@@ -349,7 +343,7 @@ class Downloader:
         stat = path.stat()
         if not self.recheck and self._cache.get(key) == [stat.st_size, stat.st_mtime_ns, expected]:
             return True
-        actual = sha256_of(path)
+        actual = file_sha256(path)
         if actual == expected:
             self._remember(path, key, actual)
         return actual == expected

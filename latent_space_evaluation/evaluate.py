@@ -7,17 +7,20 @@ is the mean over folds (with the sample std and every fold's value). Written to
 results/<exp_name>/latent/: metrics.json, metrics.csv and maps.png (one row of maps per fold).
 
 Each evaluated fold is also stored in results/<exp_name>/latent/folds/fold-XX.npz with its provenance
-(embeddings file, its size and mtime, the settings), and the report is rebuilt from every stored fold that
-is still current: evaluating folds one at a time, or in parallel jobs, adds up to one report. A stored fold
-whose embeddings file changed (retrained run) or that used other settings is left out, with a message.
-`summarize` gathers every results/*/latent/metrics.json into one table and one comparison figure.
+(the embeddings file and its SHA-256, the checkpoint that encoded them and that checkpoint's SHA-256 as
+pretraining recorded them in the embeddings file, the settings), and the report is rebuilt from every
+stored fold that is still current: evaluating folds one at a time, or in parallel jobs, adds up to one
+report. A stored fold whose embeddings file changed (retrained run), whose checkpoint was replaced, or
+that used other settings is left out, with a message; embeddings whose checkpoint was replaced since they
+were made are refused. `summarize` gathers every results/*/latent/metrics.json into one table and one
+comparison figure, and flags the folds whose embeddings or checkpoint changed since.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
+import re
 import time
 import zipfile
 from contextlib import contextmanager
@@ -29,11 +32,12 @@ import numpy as np
 from latent_space_evaluation.metrics import BETTER, SEED_NAME, Metric, definition, latent_metrics, map_metrics
 from latent_space_evaluation.plotter import plot_comparison, plot_maps
 from latent_space_evaluation.reducers import REDUCERS, stratified_subsample
-from training.checkpoint import embeddings_file_name
-from utils import STAGES, atomic_write_bytes, fold_name
+from utils import STAGES, InputError, atomic_write_bytes, embeddings_file_name, file_sha256, fold_name, safe_torch_load
 
 MIN_POINTS = 30  # below this, k-means, t-SNE and trustworthiness (k = 10) are meaningless
 TRUSTWORTHINESS_NEIGHBORS = 10
+READ_ERRORS = (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile)  # a stored fold that cannot be read
+SOURCE_KEYS = ("embeddings", "embeddings_sha256", "checkpoint", "checkpoint_sha256")  # a report's per-fold provenance
 KEY_METRICS = (  # the columns of the comparison figure
     ("silhouette_labels", "latent"), ("davies_bouldin_labels", "latent"),
     ("adjusted_mutual_info_kmeans", "latent"), ("purity_kmeans", "latent"),
@@ -48,12 +52,15 @@ class EmbeddingsError(ValueError):
 
 @dataclass
 class Embeddings:
-    """Test-set embeddings of one fold: z (n, D) float32, stages (n,) int64 in 0..4."""
+    """Test-set embeddings of one fold: z (n, D) float32, stages (n,) int64 in 0..4; the checkpoint that encoded
+    them and its SHA-256 when the file records them (pretraining does)."""
 
     z: np.ndarray
     stages: np.ndarray
     fold: int
     exp_name: str
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
 
 
 @dataclass
@@ -109,16 +116,17 @@ def find_embeddings(exp_name: str, fold: int | None = None, checkpoints_dir: str
 
 
 def load_embeddings(path: str | Path) -> Embeddings:
-    """Read and check one embeddings file ({"z": (n, D) float, "y": (n,) int stages, "fold": int, ...})."""
+    """Read and check one embeddings file ({"z": (n, D) float, "y": (n,) int stages, "fold": int, optional
+    "checkpoint", "checkpoint_sha256": str, ...}); a file named embeddings_fold-KK.pt must hold fold KK."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"embeddings file not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip or weights_only errors all mean "not an embeddings file"
-        raise EmbeddingsError(f"{path}: cannot be read as an embeddings file ({exc})") from exc
+        data = safe_torch_load(path)  # plain data only: loading never runs code
+    except InputError as exc:
+        raise EmbeddingsError(str(exc)) from exc
     if not isinstance(data, dict) or not {"z", "y", "fold"} <= data.keys():
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise EmbeddingsError(f"{path}: expected a dict with keys 'z', 'y', 'fold', found {found}")
@@ -139,7 +147,16 @@ def load_embeddings(path: str | Path) -> Embeddings:
                               f"found {stages.min()}..{stages.max()}")
     if len(np.unique(stages)) < 2:
         raise EmbeddingsError(f"{path}: 'y' holds a single stage; cluster metrics need at least two")
-    return Embeddings(z, stages, int(data["fold"]), str(data.get("exp_name", path.parent.name)))
+    if not isinstance(data["fold"], int):
+        raise EmbeddingsError(f"{path}: 'fold' must be an integer, got {data['fold']!r}")
+    named = re.fullmatch(r"embeddings_fold-(\d+)\.pt", path.name)
+    if named and int(named[1]) != data["fold"]:
+        raise EmbeddingsError(f"{path}: holds the embeddings of fold {data['fold']} ('fold'), but its name says fold "
+                              f"{int(named[1])}; re-create it by pretraining fold {int(named[1])}")
+    record = {key: data.get(key) for key in ("checkpoint", "checkpoint_sha256")}
+    if any(value is not None and not isinstance(value, str) for value in record.values()):
+        raise EmbeddingsError(f"{path}: 'checkpoint' and 'checkpoint_sha256' must be strings")
+    return Embeddings(z, stages, data["fold"], str(data.get("exp_name", path.parent.name)), **record)
 
 
 def _describe(value) -> str:
@@ -203,14 +220,21 @@ def evaluate_run(paths: list[Path], exp_name: str, out_dir: str | Path, max_poin
     out_dir = Path(out_dir)
     settings = {"max_points": max_points, "map_points": min(map_points, max_points), "seed": seed,
                 "self_comparison": self_comparison}
-    for path in paths:
-        stat = os.stat(path)  # before reading: a file rewritten during the evaluation counts as changed
+    loaded = []
+    for path in paths:  # every file is checked before any is evaluated
+        digest = file_sha256(path)  # before reading: a file rewritten during the evaluation counts as changed
         embeddings = load_embeddings(path)
+        if changed := checkpoint_change(embeddings.checkpoint, embeddings.checkpoint_sha256):
+            raise EmbeddingsError(f"{path}: not evaluated: {changed}; re-create the embeddings (run the fold's "
+                                  "pretraining again with --resume) or restore the checkpoint")
+        loaded.append((path, digest, embeddings))
+    for path, digest, embeddings in loaded:
         start = time.perf_counter()
         evaluation = evaluate_fold(embeddings, max_points, map_points, seed, self_comparison)
         evaluation.save(out_dir / "folds" / f"{fold_name(embeddings.fold)}.npz",
-                        {"embeddings": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                         "embedding_dim": embeddings.z.shape[1], **settings})
+                        {"embeddings": str(path), "embeddings_sha256": digest, "checkpoint": embeddings.checkpoint,
+                         "checkpoint_sha256": embeddings.checkpoint_sha256, "embedding_dim": embeddings.z.shape[1],
+                         **settings})
         progress(f"{fold_name(embeddings.fold)}: {len(embeddings.z)} epochs x {embeddings.z.shape[1]} dims "
                  f"evaluated in {time.perf_counter() - start:.1f} s")
     current = current_evaluations(out_dir / "folds", settings, progress)
@@ -229,6 +253,8 @@ def evaluate_run(paths: list[Path], exp_name: str, out_dir: str | Path, max_poin
         "alignment": "Spearman correlation of Euclidean distances, up to 100000 random pairs; alignment_cosine_sq: "
                      "the reference's cosine of their squares, same pairs",
         "embeddings": [provenance["embeddings"] for _, provenance in current],
+        "sources": [{"fold": evaluation.fold, **{key: provenance[key] for key in SOURCE_KEYS}}
+                    for evaluation, provenance in current],
         "metrics": aggregate(evaluations),
         "timings_s": {fold_name(e.fold): {k: round(v, 2) for k, v in e.timings.items()} for e in evaluations},
     }
@@ -237,15 +263,17 @@ def evaluate_run(paths: list[Path], exp_name: str, out_dir: str | Path, max_poin
 
 
 def current_evaluations(folds_dir: Path, settings: dict, progress=print) -> list[tuple[FoldEvaluation, dict]]:
-    """(evaluation, provenance) of every fold stored in folds_dir, by fold number, whose embeddings file is
-    unchanged (same size and mtime) and whose settings equal `settings`; each other fold is left out
-    with a message naming it and why."""
+    """(evaluation, provenance) of every fold stored in folds_dir, by fold number, that is current (see
+    `stale_reason`) and whose settings equal `settings`; each other fold is left out with a message naming it
+    and why."""
     current = []
     for path in folds_dir.glob("fold-*.npz"):
         try:
             evaluation, provenance = FoldEvaluation.load(path)
-            reason = _stale_reason(provenance, settings)
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            used = {key: provenance.get(key) for key in settings}
+            reason = stale_reason(provenance) or (
+                None if used == settings else f"it used {_settings_text(used)}, this run {_settings_text(settings)}")
+        except READ_ERRORS as exc:
             progress(f"{path.stem}: stored evaluation {path} cannot be read ({exc!r}); left out of the report")
             continue
         if reason:
@@ -256,18 +284,52 @@ def current_evaluations(folds_dir: Path, settings: dict, progress=print) -> list
     return sorted(current, key=lambda pair: pair[0].fold)
 
 
-def _stale_reason(provenance: dict, settings: dict) -> str | None:
-    """Why a stored evaluation no longer describes its embeddings file under `settings`, or None."""
+def checkpoint_change(checkpoint: str | None, sha256: str | None) -> str | None:
+    """'checkpoint X has changed since ...' when the recorded checkpoint exists with another SHA-256, else None
+    (nothing recorded, or a checkpoint that is not here: embeddings shared without it stay usable)."""
+    if checkpoint is None or sha256 is None or not Path(checkpoint).is_file() or file_sha256(checkpoint) == sha256:
+        return None
+    return f"checkpoint {checkpoint} has changed since the embeddings were made from it (another SHA-256)"
+
+
+def stale_reason(provenance: dict) -> str | None:
+    """Why a stored evaluation (its provenance, or a report's source) no longer describes its embeddings file and
+    the checkpoint that encoded them, or None."""
     path = Path(provenance["embeddings"])
     if not path.is_file():
         return f"its embeddings file {path} is gone"
-    stat = path.stat()
-    if (stat.st_size, stat.st_mtime_ns) != (provenance["size"], provenance["mtime_ns"]):
+    if "embeddings_sha256" not in provenance:
+        return f"it records no SHA-256 of {path} (stored by an earlier release)"
+    if file_sha256(path) != provenance["embeddings_sha256"]:
         return f"its embeddings file {path} changed since (retrained?)"
-    used = {key: provenance.get(key) for key in settings}
-    if used != settings:
-        return f"it used {_settings_text(used)}, this run {_settings_text(settings)}"
-    return None
+    return checkpoint_change(provenance.get("checkpoint"), provenance.get("checkpoint_sha256"))
+
+
+def embeddings_stale(path: Path) -> str | None:
+    """Why the embeddings file at `path` cannot be evaluated (unreadable, or its checkpoint was replaced since
+    they were made from it), or None."""
+    try:
+        embeddings = load_embeddings(path)
+    except (FileNotFoundError, EmbeddingsError) as exc:
+        return str(exc)
+    return checkpoint_change(embeddings.checkpoint, embeddings.checkpoint_sha256)
+
+
+def stored_fold_stale(path: Path) -> str | None:
+    """Why the stored fold evaluation at `path` is not current (unreadable, or `stale_reason`), or None."""
+    try:
+        return stale_reason(FoldEvaluation.load(path)[1])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        return f"{path} cannot be read ({exc!r})"
+
+
+def stale_folds(report: dict) -> dict[int, str]:
+    """{fold: why} of the folds of a metrics.json report that are no longer current (see `stale_reason`); a report
+    of an earlier release, without per-fold sources, has every fold stale."""
+    if "sources" not in report:
+        return {fold: "the report records no checkpoint hashes (written by an earlier release)"
+                for fold in report["folds"]}
+    return {source["fold"]: reason for source in report["sources"] if (reason := stale_reason(source))}
 
 
 def _settings_text(settings: dict) -> str:
@@ -298,21 +360,28 @@ def _number(value: float | None) -> str:
 
 
 # ----------------------------------------------------------------------------- comparing runs
-def summarize(results_dir: str | Path = "results") -> list[Path]:
-    """Gather results/*/latent/metrics.json into latent_summary.{md,csv,png} in results_dir."""
+def summarize(results_dir: str | Path = "results", progress=print) -> list[Path]:
+    """Gather results/*/latent/metrics.json into latent_summary.{md,csv,png} in results_dir; a fold whose
+    embeddings or checkpoint changed since it was evaluated is marked "(stale)" and named in one line each."""
     results_dir = Path(results_dir)
     files = sorted(results_dir.glob("*/latent/metrics.json"))
     if not files:
         raise FileNotFoundError(f"nothing to summarise: no {results_dir}/*/latent/metrics.json; evaluate a run "
                                 f"first: python latent_space_evaluator.py --config configs/<config>.json")
     reports = [json.loads(f.read_text()) for f in files]
+    stale = {}
+    for path, report in zip(files, reports):
+        stale[report["exp_name"]] = stale_folds(report)
+        for fold, reason in stale[report["exp_name"]].items():
+            progress(f"warning: {path}: fold {fold} is stale: {reason}; re-evaluate it with "
+                     f"python latent_space_evaluator.py --config <config> --fold {fold}")
     runs = [r["exp_name"] for r in reports]
     table: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {}
     for report in reports:
         for row in report["metrics"]:
             table.setdefault((row["metric"], row["space"]), {})[report["exp_name"]] = (row["value"], row["std"])
 
-    folds = [", ".join(str(f) for f in r["folds"]) for r in reports]
+    folds = [", ".join(f"{f} (stale)" if f in stale[r["exp_name"]] else str(f) for f in r["folds"]) for r in reports]
     md = ["| seed metric | metric | definition | space | better | " + " | ".join(runs) + " |",
           "|---|---|---|---|---|" + "---:|" * len(runs),
           "| | folds evaluated | | | | " + " | ".join(folds) + " |"]
@@ -321,6 +390,7 @@ def summarize(results_dir: str | Path = "results") -> list[Path]:
     writer.writerow(["seed_name", "metric", "definition", "space", "better"]
                     + [c for run in runs for c in (run, f"{run} std")])
     writer.writerow(["", "n_folds", "", "", ""] + [c for r in reports for c in (len(r["folds"]), "")])
+    writer.writerow(["", "stale_folds", "", "", ""] + [c for run in runs for c in (" ".join(map(str, stale[run])), "")])
     for (name, space), values in table.items():
         better = BETTER[name]
         means = {run: mean for run, (mean, _) in values.items()}
@@ -336,7 +406,8 @@ def summarize(results_dir: str | Path = "results") -> list[Path]:
         labels = [SEED_NAME.get(name, ""), name, definition(name), space, better]
         md.append("| " + " | ".join(labels + cells) + " |")
         writer.writerow(labels + [_number(values.get(run, (None, None))[i]) for run in runs for i in (0, 1)])
-    note = (f"\nMean ± sample std over folds; best per row in bold. Definition \"reference\": as the reference "
+    note = (f"\nMean ± sample std over folds; best per row in bold; a fold marked (stale) was evaluated on embeddings "
+            f"or a checkpoint that have changed since. Definition \"reference\": as the reference "
             f"implementation defined the seed metric (latent_space_evaluation/metrics.py); \"self against self\": "
             f"its trustworthiness and alignment of the embeddings with themselves (1 by construction). Sources: "
             f"{', '.join(str(f) for f in files)}.\n")

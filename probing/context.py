@@ -19,7 +19,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from utils import STAGES
+from utils import STAGES, InputError
 
 
 def night_ids(subject: np.ndarray, night: np.ndarray) -> np.ndarray:
@@ -111,10 +111,10 @@ def fit_context_probe(z_train: np.ndarray, train, labelled: np.ndarray, z_val: n
     `labelled`: indices of the training epochs whose labels are used. Stops after probe.patience epochs in
     which neither the validation macro-F1 nor the validation loss improved, as the per-epoch probes do.
     """
-    from probing.probe import class_weights
+    from probing.probe import EMPTY_VALIDATION, class_weights
 
     if len(z_val) == 0:
-        raise ValueError("the validation split is empty: the probe needs it for early stopping")
+        raise InputError(EMPTY_VALIDATION)
     device, context = torch.device(device), probe_cfg["context"]
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

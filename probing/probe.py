@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from probing.results import record_checkpoint, results_dir, run_meta, save_fold_predictions
 from probing.saved_probe import checkpoint_info, probe_path, save_probe
 from training.checkpoint import encode_array, load_checkpoint
-from utils import STAGES
+from utils import STAGES, InputError
 
 N_CLASSES = len(STAGES)
+EMPTY_VALIDATION = "the fold's validation split is empty (data.splits): the probe needs it for early stopping"
 
 
 class LatentProbe(nn.Module):
@@ -119,7 +120,7 @@ def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val
     split's latents when training on a label fraction (they need no labels).
     """
     if len(z_val) == 0:
-        raise ValueError("the validation split is empty: the probe needs it for early stopping")
+        raise InputError(EMPTY_VALIDATION)
     kind = probe_cfg["type"]
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -283,8 +284,9 @@ def run_probe(config: dict, fold: int, ckpt_path, device, data=None, test_latent
 
     model, ckpt = load_checkpoint(ckpt_path, config, device)
     if ckpt["fold"] != fold:
-        raise ValueError(f"{ckpt_path} was trained on fold {ckpt['fold']}, not fold {fold}: its training subjects "
-                         f"overlap fold {fold}'s test subjects; use checkpoints/<exp>/ckpt_fold-{fold:02d}.pth")
+        raise InputError(f"{ckpt_path} was trained on fold {ckpt['fold']}, not fold {fold}: its training subjects "
+                         f"overlap fold {fold}'s test subjects; use checkpoints/<exp>/ckpt_fold-{fold:02d}.pth, or "
+                         f"leave --fold out to probe fold {ckpt['fold']}")
     trained = ckpt["config"]["ssl"]["type"]  # equal to the config's: load_checkpoint checks it
     data = data if data is not None else load_fold(config["data"], fold)
     if trained == "Supervised":

@@ -17,7 +17,6 @@ checkpoint has changed since it was probed is listed in metrics.json's `stale_fo
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from probing.metrics import classification_metrics, pooled_and_per_fold
-from utils import STAGES, atomic_write_bytes, fold_name
+from utils import STAGES, InputError, atomic_write_bytes, file_sha256, fold_name
 
 RESULTS_ROOT = Path("results")
 # Fields every fold of one run must share (a stale file from another configuration is refused).
@@ -96,20 +95,12 @@ def load_fold_predictions(out_dir: Path) -> dict[int, dict]:
     for fold, entry in folds.items():
         differing = [k for k in RUN_FIELDS if entry["meta"].get(k) != first["meta"].get(k)]
         if differing:
-            raise ValueError(
+            raise InputError(
                 f"{entry['path']} differs from {first['path']} in {differing} "
                 f"({[entry['meta'].get(k) for k in differing]} vs {[first['meta'].get(k) for k in differing]}): "
                 "delete the stale predictions file(s) and re-run those folds"
             )
     return folds
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_checkpoint(out_dir: Path, fold: int, ckpt_path: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils import atomic_torch_save, fold_name
+from utils import InputError, atomic_torch_save, fold_name, safe_torch_load
 
 FORMAT = 1
 
@@ -86,11 +86,12 @@ class SavedProbe:
 
 
 def load_probe(path: str | Path, device="cpu") -> SavedProbe:
-    """The probe saved at `path` (FileNotFoundError when absent, ValueError for another format)."""
+    """The probe saved at `path`, loaded without running code (FileNotFoundError when absent, InputError for
+    another format or a file holding anything but plain data)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved probe at {path}")
-    record = torch.load(path, map_location="cpu", weights_only=True)
+    record = safe_torch_load(path)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a saved probe of format {FORMAT}: retrain it with classifier_training.py")
+        raise InputError(f"{path} is not a saved probe of format {FORMAT}: retrain it with classifier_training.py")
     return SavedProbe(record, device)

@@ -30,7 +30,7 @@ from probing.probe import probe_kinds, with_probe
 from probing.results import plot_hypnogram, results_dir
 from probing.saved_probe import load_probe, probe_path, weights_sha256
 from training.checkpoint import encode_array, load_checkpoint
-from utils import STAGES, atomic_write_bytes
+from utils import STAGES, InputError, atomic_write_bytes
 
 @dataclass
 class Recording:
@@ -95,7 +95,7 @@ def stage_recording(x: np.ndarray, ckpt_path: str | Path, probe_file: str | Path
         raise FileNotFoundError(f"{ckpt_path} has no trained probe ({probe_file} is missing); train it with: {train_it}")
     probe = load_probe(probe_file, device)
     if probe.checkpoint["weights_sha256"] != weights_sha256(ckpt["model"]):
-        raise ValueError(f"{probe_file} was trained on another state of the encoder than {ckpt_path}; "
+        raise InputError(f"{probe_file} was trained on another state of the encoder than {ckpt_path}; "
                          f"retrain it with: {train_it}")
     return probe.probabilities(z)
 

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
@@ -74,7 +75,8 @@ def test_parse_subjects():
 
 # ----------------------------------------------------------------------------- a local PhysioNet
 class RangeHandler(BaseHTTPRequestHandler):
-    """GET with `Range: bytes=N-`; the server's hooks can cut a transfer, replace a body or answer 404."""
+    """GET with `Range: bytes=N-`; the server's hooks can cut a transfer, replace a body, answer 404, or answer
+    an HTTP error status once."""
 
     def do_GET(self):
         server: SurrogateServer = self.server
@@ -82,6 +84,10 @@ class RangeHandler(BaseHTTPRequestHandler):
         with server.lock:
             server.requests.append((path, self.headers.get("Range")))
             cut = server.cut_once.pop(path, None)
+            status = server.fail_once.pop(path, None)
+        if status is not None:
+            self.send_error(status)
+            return
         body = server.replace.get(path)
         if body is None and (path in server.missing or not (server.root / path).is_file()):
             self.send_error(404)
@@ -118,6 +124,7 @@ class SurrogateServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.cut_once: dict[str, int] = {}
+        self.fail_once: dict[str, int] = {}  # path -> HTTP status answered once
         self.replace: dict[str, bytes] = {}
         self.missing: set[str] = set()
 
@@ -137,15 +144,24 @@ def surrogate(shared_sleep_edf, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def server(surrogate):
-    httpd = SurrogateServer(surrogate)
+@contextmanager
+def serving(root: Path):
+    """A SurrogateServer of `root`, answering in a background thread for the block."""
+    httpd = SurrogateServer(root)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def server(surrogate):
+    with serving(surrogate) as httpd:
+        yield httpd
 
 
 def cassette_files(folder: Path) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import InputError, fold_name, safe_torch_load
+from utils import InputError, embeddings_file_name, fold_name, safe_torch_load
 
 
 def checkpoint_dir(config: dict) -> Path:
@@ -27,11 +27,6 @@ def checkpoint_dir(config: dict) -> Path:
 
 def best_checkpoint_path(config: dict, fold: int) -> Path:
     return checkpoint_dir(config) / f"ckpt_{fold_name(fold)}.pth"
-
-
-def embeddings_file_name(fold: int) -> str:
-    """Test-set embeddings of a fold: checkpoints/<exp>/embeddings_fold-0K.pt."""
-    return f"embeddings_{fold_name(fold)}.pt"
 
 
 def embeddings_path(config: dict, fold: int) -> Path:
@@ -59,6 +54,11 @@ def read_checkpoint(path: str | Path) -> dict:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or not {"model", "config", "fold", "input_norm"} <= ckpt.keys():
         raise InputError(f"{path}: not a DeepSleepBench checkpoint (needs keys model, config, fold, input_norm)")
+    config = ckpt["config"]
+    if not (isinstance(config, dict) and isinstance(config.get("ssl"), dict) and "type" in config["ssl"]
+            and isinstance(config.get("backbone"), dict) and isinstance(ckpt["fold"], int)):
+        raise InputError(f"{path}: not a DeepSleepBench checkpoint (its config lacks ssl.type or backbone, or its "
+                         "fold is not a number)")
     return ckpt
 
 

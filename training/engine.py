@@ -13,7 +13,8 @@ train_fold(config, fold, device):
     files     checkpoints/<exp>/ckpt_fold-0K.pth (best), last_fold-0K.pth (resume state),
               train_fold-0K.json (throughput, memory, wall time of the first step, of validation)
 
-dump_embeddings(config, fold, test_split, device) writes embeddings_fold-0K.pt (test-set latents).
+save_embeddings(config, fold, test_split, z, checkpoint) writes embeddings_fold-0K.pt (test-set latents, with the
+path and SHA-256 of the checkpoint that encoded them).
 The probe is not the engine's business: pipeline.py runs pretrain -> embed -> probe.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from dset.loader import load_fold
 from models.main_model import build_model
 from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path, input_norm_of
 from training.paradigms import PARADIGMS
-from utils import atomic_torch_save, atomic_write_bytes, fold_name, safe_torch_load
+from utils import InputError, atomic_torch_save, atomic_write_bytes, file_sha256, fold_name, safe_torch_load
 
 LOG_EVERY = 25  # mini-batches between host syncs for logging and the finite-loss check
 
@@ -216,15 +217,17 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
     x_val, y_val = torch.from_numpy(data.val.x).to(device), torch.from_numpy(data.val.y).to(device)
     global_batch = t["batch_size"]
     if global_batch % world:
-        raise ValueError(f"trainer.batch_size={global_batch} must be divisible by the {world} processes")
+        raise InputError(f"trainer.batch_size={global_batch} must be divisible by the {world} processes")
     local_batch = global_batch // world
     steps_per_epoch = len(x_train) // global_batch
     if t["max_steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, t["max_steps_per_epoch"])
     if steps_per_epoch == 0:
-        raise ValueError(f"fold {fold}: {len(x_train)} training epochs, fewer than one batch of {global_batch}")
+        raise InputError(f"trainer.batch_size={global_batch}: fold {fold} has {len(x_train)} training epochs, fewer "
+                         "than one batch; lower trainer.batch_size")
     if len(x_val) < world:
-        raise ValueError(f"fold {fold}: {len(x_val)} validation epochs, fewer than the {world} processes")
+        raise InputError(f"fold {fold}: {len(x_val)} validation epochs, fewer than the {world} process(es); give the "
+                         f"fold validation subjects in {config['data']['splits']}")
     val_every = t["val_period"] or steps_per_epoch
 
     # ------------------------------------------------------------------ model, optimiser, state
@@ -406,11 +409,14 @@ def capture_or_fall_back(step_fn, optimizer, model, x, y, use_amp, grad_clip) ->
         return None
 
 
-def save_embeddings(config: dict, fold: int, test_split, z: np.ndarray) -> Path:
-    """Write the test split's latents z (n, latent_dim) with labels and subject ids -> embeddings_fold-0K.pt."""
+def save_embeddings(config: dict, fold: int, test_split, z: np.ndarray, checkpoint: Path) -> Path:
+    """Write the test split's latents z (n, latent_dim) with labels and subject ids -> embeddings_fold-0K.pt,
+    with the path and SHA-256 of the `checkpoint` that encoded them (results derived from them can tell when it
+    has been replaced)."""
     path = embeddings_path(config, fold)
     atomic_torch_save({"z": torch.from_numpy(z), "y": torch.from_numpy(test_split.y).long(),
                        "subject": torch.from_numpy(test_split.subject.astype(np.int64)),
                        "night": torch.from_numpy(test_split.night.astype(np.int64)),
-                       "fold": fold, "exp_name": config["exp_name"]}, path)
+                       "fold": fold, "exp_name": config["exp_name"],
+                       "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint)}, path)
     return path

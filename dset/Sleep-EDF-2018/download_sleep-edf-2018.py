@@ -37,7 +37,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: partial files are kept; run the same command again to resume", file=sys.stderr)
+        print(f"interrupted: partial files are kept in {args.out}; run the same command again to resume",
+              file=sys.stderr)
         return 130
     print(summary.report())
     return 0 if summary.ok else 1
