@@ -128,6 +128,46 @@ def test_cutout_resize_equals_interpolating_the_signal_without_one_segment():
     assert (monotone.diff(dim=-1) > 0).all()
 
 
+def reference_split(signal, n):
+    """The reference's segments (transform.py): len // n samples each, the remainder in the last."""
+    length = len(signal) // n
+    return [signal[k * length : (k + 1) * length if k < n - 1 else len(signal)] for k in range(n)]
+
+
+@pytest.mark.parametrize("T_, n, low, high", [(3000, 4, 0.5, 2.0), (1001, 3, 0.3, 2.7)])
+def test_fft_time_warp_is_the_references_scipy_resampling(T_, n, low, high):
+    """The reference's TimeWarping: each segment scipy.signal.resample'd to int(len * r) samples, the join
+    resampled back to T. The draws include r at both ends and r = 1 (odd, even, shorter and longer lengths)."""
+    x = noise(B=6, C=2, T=T_, dtype=torch.float64)
+    u = uniforms(6, n, seed=3)
+    u[0, :3] = torch.tensor([0.0, 1 - 1e-12, (1 - low) / (high - low)])
+    out = time_warp(x, u, fs=FS, n_segments=n, min_scale=low, max_scale=high, resample="fft")
+    for b in range(6):
+        for c in range(2):
+            scales = low + (high - low) * u[b].numpy()
+            warped = [scipy.signal.resample(s, max(1, int(len(s) * r))) for s, r in zip(reference_split(x[b, c].numpy(), n), scales)]
+            expected = scipy.signal.resample(np.concatenate(warped), T_)
+            np.testing.assert_allclose(out[b, c].numpy(), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("T_, n", [(3000, 4), (1001, 3)])
+def test_fft_cutout_resize_is_the_references_scipy_resampling(T_, n):
+    x, u = noise(B=8, T=T_, dtype=torch.float64), uniforms(8, seed=4)
+    out = cutout_resize(x, u, fs=FS, n_segments=n, resample="fft")
+    for b in range(8):
+        segments = reference_split(x[b, 0].numpy(), n)
+        del segments[int(u[b, 0] * n)]
+        np.testing.assert_allclose(out[b, 0].numpy(), scipy.signal.resample(np.concatenate(segments), T_), rtol=0, atol=1e-9)
+
+
+def test_fft_resampling_in_float32_stays_close_to_float64():
+    x, u = noise(B=32), uniforms(32, 4, dtype=torch.float32, seed=5)
+    fast = only("time_warp", resample="fft").apply(x, torch.cat([torch.zeros(32, 1), u], 1))
+    exact = only("time_warp", resample="fft").apply(x.double(), torch.cat([torch.zeros(32, 1), u], 1).double())
+    assert fast.dtype == torch.float32
+    assert ((fast.double() - exact).norm() / exact.norm()).item() < 1e-5
+
+
 def full_config(p):
     return {name: {"p": p} for name in REFERENCE_ORDER}
 

@@ -34,6 +34,8 @@ def test_reference_config_yields_the_references_effective_values(path):
     assert config["exp_name"] != load_config(REPO / "configs" / path.name)["exp_name"]  # its own results folder
     if paradigm in ("CRL", "Hybrid"):
         assert (params["temperature"], params["validation_views"]) == (0.5, "identical")
+        augmentations = params["augmentations"]
+        assert (augmentations["time_warp"]["resample"], augmentations["cutout_resize"]["resample"]) == ("fft", "fft")
     if paradigm in ("MP", "Hybrid"):
         assert (data["masking"], data["masking_ratio"], params["mp_loss_on"]) == ("fixed_proportion_random", 0.25, "visible")
     if paradigm == "Hybrid":

@@ -2,7 +2,7 @@
 
 Each augmentation maps a batch x (B, C, T) and per-sample uniforms u (B, k) in [0, 1) to an
 augmented batch of the same shape, dtype and device. All are pure tensor programs (FFT filtering,
-gathers, repeat_interleave, linear interpolation): no per-sample Python loop, no NumPy, no
+gathers, repeat_interleave, linear interpolation, FFT resampling): no per-sample Python loop, no NumPy, no
 host-device synchronisation, so they run inside the training step on the GPU instead of in
 data-loader workers. `Augmenter` draws all the uniforms of a batch in one torch.rand on x's
 device, from an optional torch.Generator (seeded: reproducible).
@@ -12,10 +12,11 @@ device, from an optional torch.Generator (seeded: reproducible).
                    its exact frequency response times the zero-padded rFFT
     time_shift     shift by an integer s ~ U{-S..S}, S = max_shift_s * fs, filling with zeros (or circular)
     time_warp      stretch segment k of n_segments by r_k ~ U[min_scale, max_scale], then resample the
-                   warped signal back to T samples (piecewise-linear time map)
+                   warped signal back to T samples (piecewise-linear time map; resample "fft": the
+                   reference's scipy.signal.resample, as per-sample-length chirp-z DFTs)
     permutation    split into n_segments (np.array_split lengths) and reorder them randomly
     zero_masking   zero one contiguous span of 0..round(max_length_s * fs) samples at a uniform start
-    cutout_resize  drop one of n_segments and stretch the rest back to T samples
+    cutout_resize  drop one of n_segments and stretch the rest back to T samples (linear or "fft")
 
 `Augmenter` applies those named in the config's `order` (default: all six in the reference's order,
 each with p = 0.5), each to a per-sample Bernoulli(p) subset of the batch (computed for the whole
@@ -66,6 +67,45 @@ def _segment_bounds(T: int, n_segments: int, device) -> torch.Tensor:
     if n_segments > T // 2:
         raise ValueError(f"n_segments={n_segments} needs segments of >= 2 samples; an epoch has {T}")
     return torch.arange(n_segments + 1, device=device) * T // n_segments
+
+
+def _reference_segments(T: int, n_segments: int) -> list[tuple[int, int]]:
+    """The reference's split: (start, end) of n_segments pieces of T // n_segments samples, the
+    remainder in the last."""
+    length = T // n_segments
+    return [(k * length, (k + 1) * length if k < n_segments - 1 else T) for k in range(n_segments)]
+
+
+def _resample_spectrum(X: torch.Tensor, n_in, n_out) -> torch.Tensor:
+    """scipy.signal.resample's rule on a one-sided spectrum X (..., F) of n_in samples, for n_out:
+    bins above m // 2 (m = min(n_in, n_out)) cleared, the unpaired bin m // 2 (m even, n_in != n_out)
+    doubled when down-sampling and halved when up-sampling, all scaled by n_out / n_in. n_in and
+    n_out: ints or integer tensors broadcasting against X's leading dims (..., 1)."""
+    n_in, n_out = (torch.as_tensor(n, device=X.device) for n in (n_in, n_out))
+    k = torch.arange(X.shape[-1], device=X.device)
+    m = torch.minimum(n_in, n_out)
+    unpaired = (k == m // 2) & (m % 2 == 0) & (n_in != n_out)
+    real = X.real.dtype
+    factor = torch.where(unpaired, torch.where(n_out < n_in, 2.0, 0.5), 1.0).to(real) * (k <= m // 2)
+    return X * (factor * n_out.to(real) / n_in.to(real))
+
+
+def _chirp_dft(a: torch.Tensor, period: torch.Tensor, n_out: int, sign: int) -> torch.Tensor:
+    """out[..., k] = sum_p a[..., p] exp(sign 2 pi i k p / period) for k < n_out, with a per-sample
+    integer DFT length `period` (..., 1), in fixed shapes (Bluestein: kp = (k^2 + p^2 - (k - p)^2) / 2,
+    the convolution by FFT). Phases come from n^2 mod 2 period in integers, so they stay exact."""
+    P = a.shape[-1]
+    n_fft = 1 << (P + n_out - 2).bit_length()  # >= P + n_out - 1: the needed outputs do not wrap
+    work = a.real.dtype
+
+    def chirp(n: torch.Tensor) -> torch.Tensor:  # exp(sign i pi n^2 / period)
+        angle = ((n * n) % (2 * period)).to(work) * (sign * math.pi) / period.to(work)
+        return torch.complex(angle.cos(), angle.sin())
+
+    arange = partial(torch.arange, device=a.device)
+    kernel = chirp(arange(-(P - 1), n_out)).conj()  # exp(-sign i pi d^2 / period), d = k - p
+    spectrum = torch.fft.fft(a * chirp(arange(P)), n=n_fft) * torch.fft.fft(kernel, n=n_fft)
+    return chirp(arange(n_out)) * torch.fft.ifft(spectrum)[..., P - 1 : P - 1 + n_out]
 
 
 # ----------------------------------------------------------------------------- augmentations
@@ -123,16 +163,20 @@ def zero_masking(x, u, *, fs: int, max_length_s: float):
     return x.masked_fill(((offset >= 0) & (offset < length)).unsqueeze(1), 0)
 
 
-def time_warp(x, u, *, fs: int, n_segments: int, min_scale: float, max_scale: float):
+def time_warp(x, u, *, fs: int, n_segments: int, min_scale: float, max_scale: float, resample: str = "linear"):
     """Stretch/compress each of n equal segments by a random factor, then resample back to T samples.
 
-    Segment k gets an output span [a_k, b_k] of length proportional to r_k = min_scale + (max_scale
-    - min_scale) u_k (the spans tile [0, T - 1]); output sample t reads the input at
+    linear  segment k gets an output span [a_k, b_k] of length proportional to r_k = min_scale +
+            (max_scale - min_scale) u_k (the spans tile [0, T - 1]); output sample t reads the input at
 
-        position(t) = (T - 1) / n * sum_k clamp((t - a_k) / (b_k - a_k), 0, 1),
+                position(t) = (T - 1) / n * sum_k clamp((t - a_k) / (b_k - a_k), 0, 1),
 
-    an increasing piecewise-linear time map, by linear interpolation.
+            an increasing piecewise-linear time map, by linear interpolation.
+    fft     the reference's: each segment FFT-resampled (scipy.signal.resample) to int(len * r_k)
+            samples, the joined segments FFT-resampled back to T (see _time_warp_fft).
     """
+    if resample == "fft":
+        return _time_warp_fft(x, u, n_segments=n_segments, min_scale=min_scale, max_scale=max_scale)
     T, work = x.shape[-1], _work_dtype(x)
     knots = torch.nn.functional.pad((min_scale + (max_scale - min_scale) * u).cumsum(1), (1, 0))
     knots = (knots * ((T - 1) / knots[:, -1:])).unsqueeze(-1)  # (B, n + 1, 1): a_0 = 0 ... b_{n-1} = T - 1
@@ -140,6 +184,34 @@ def time_warp(x, u, *, fs: int, n_segments: int, min_scale: float, max_scale: fl
     t = torch.arange(T, device=x.device, dtype=work)
     position = ((t - start) * inverse_length).clamp_(0, 1).sum(1) * ((T - 1) / n_segments)  # (B, T)
     return _interpolate(x.to(work), position).to(x.dtype)
+
+
+def _time_warp_fft(x, u, *, n_segments: int, min_scale: float, max_scale: float):
+    """The reference's time warp in fixed shapes: segment k (n_k samples, the reference's split) becomes
+    m_k = max(1, floor(n_k r_k)) samples, scipy.signal.resample(segment, m_k); the joined L = sum m_k
+    samples become T, scipy.signal.resample(joined, T). Both resamplings run as per-sample-length DFTs
+    (_chirp_dft), so no shape depends on the random factors."""
+    T, work = x.shape[-1], _work_dtype(x)
+    scale = min_scale + (max_scale - min_scale) * u.to(work)  # (B, n)
+    joined, lengths, offset = [], [], 0
+    for k, (start, end) in enumerate(_reference_segments(T, n_segments)):
+        n_k, most = end - start, max(1, math.floor((end - start) * max_scale))
+        m = (n_k * scale[:, k : k + 1]).floor().long().clamp_(1, most).unsqueeze(1)  # (B, 1, 1)
+        spectrum = _resample_spectrum(torch.fft.rfft(x[..., start:end].to(work)), n_k, m)
+        bins = torch.arange(spectrum.shape[-1], device=x.device)
+        spectrum = spectrum * torch.where((bins == 0) | (2 * bins == m), 1.0, 2.0) / m  # irfft's Hermitian weights
+        joined.append(_chirp_dft(spectrum, m, most, +1).real)  # (B, C, most): the first m samples are the segment
+        lengths.append(m)
+        offset += most
+    length = torch.cat(lengths, -1).sum(-1, keepdim=True)  # (B, 1, 1): L
+    starts = torch.cumsum(torch.cat([torch.zeros_like(lengths[0])] + lengths[:-1], -1), -1)  # (B, 1, n)
+    z = x.new_zeros(x.shape[0], x.shape[1], offset + 1, dtype=work)  # the joined signal; slot `offset` collects padding
+    for k, values in enumerate(joined):
+        j = torch.arange(values.shape[-1], device=x.device)
+        slot = torch.where(j < lengths[k], starts[..., k : k + 1] + j, offset)
+        z.scatter_add_(-1, slot.expand_as(values), values)
+    spectrum = _chirp_dft(z[..., :offset].to(torch.promote_types(work, torch.complex64)), length, T // 2 + 1, -1)
+    return torch.fft.irfft(_resample_spectrum(spectrum, length, T), n=T).to(x.dtype)
 
 
 def permutation(x, u, *, fs: int, n_segments: int):
@@ -154,13 +226,23 @@ def permutation(x, u, *, fs: int, n_segments: int):
     return _take(x, shift.view(B, T) + torch.arange(T, device=x.device))
 
 
-def cutout_resize(x, u, *, fs: int, n_segments: int):
+def cutout_resize(x, u, *, fs: int, n_segments: int, resample: str = "linear"):
     """Remove segment floor(u n) of n_segments and stretch the remaining samples back to T.
 
-    The kept samples, joined, form a sequence of K = T - len(cut) samples; output sample t reads
-    it at position t (K - 1) / (T - 1) by linear interpolation.
+    linear  the kept samples, joined, form a sequence of K = T - len(cut) samples; output sample t
+            reads it at position t (K - 1) / (T - 1) by linear interpolation.
+    fft     the reference's: scipy.signal.resample(joined, T), segments as the reference splits them;
+            computed for every choice of the cut segment (fixed shapes), then selected per sample.
     """
     T, work = x.shape[-1], _work_dtype(x)
+    if resample == "fft":
+        choices = []
+        for start, end in _reference_segments(T, n_segments):
+            kept = torch.cat([x[..., :start], x[..., end:]], dim=-1).to(work)
+            spectrum = _resample_spectrum(torch.fft.rfft(kept), kept.shape[-1], T)
+            choices.append(torch.fft.irfft(spectrum, n=T))  # zero-pads the spectrum to T // 2 + 1 bins
+        cut = _index(u, n_segments)  # (B, 1)
+        return torch.stack(choices, 1)[torch.arange(x.shape[0], device=x.device), cut[:, 0]].to(x.dtype)
     bounds = _segment_bounds(T, n_segments, x.device)
     cut = _index(u, n_segments)  # (B, 1)
     cut_start, cut_length = bounds[cut], bounds[cut + 1] - bounds[cut]

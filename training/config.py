@@ -27,6 +27,9 @@ def _augmentation_order_problem(names: list) -> str | None:
     return f"{repeated} named more than once" if repeated else None
 
 
+RESAMPLING = ("linear", "fft")
+RESAMPLING_DOC = ("linear: linear interpolation (no ringing at the segment seams); "
+                  "fft: the reference's scipy.signal.resample, exactly")
 AUGMENTATION_SCHEMA = {  # defaults: the reference's transform.py, applied in its order (loader.py)
     "order": Field(list, list(AUGMENTATIONS), check=_augmentation_order_problem,
                    doc="augmentations applied, in this order; one not named is not applied"),
@@ -36,9 +39,11 @@ AUGMENTATION_SCHEMA = {  # defaults: the reference's transform.py, applied in it
                    "fill": Field(str, "zeros", choices=("zeros", "circular"))},
     "zero_masking": {"p": Field(float, 0.5, min=0, max=1), "max_length_s": Field(float, 3.0, min=0)},
     "time_warp": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2),
-                  "min_scale": Field(float, 0.5, min=0.05), "max_scale": Field(float, 2.0, min=0.05)},
+                  "min_scale": Field(float, 0.5, min=0.05), "max_scale": Field(float, 2.0, min=0.05),
+                  "resample": Field(str, "linear", choices=RESAMPLING, doc=RESAMPLING_DOC)},
     "permutation": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2)},
-    "cutout_resize": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2)},
+    "cutout_resize": {"p": Field(float, 0.5, min=0, max=1), "n_segments": Field(int, 4, min=2),
+                      "resample": Field(str, "linear", choices=RESAMPLING, doc=RESAMPLING_DOC)},
 }
 
 SCHEMA = {
