@@ -6,7 +6,8 @@ Every number is the median time of a forward + backward pass (stand-in loss: mea
 captured once as a CUDA graph and replayed, so launch overhead is out of the picture, as in training.
 
 ops      single layers at the shapes where the models spend their time: the CNN's full-resolution
-         convolutions and BatchNorms (batch 128, 16 channels x 3000 samples) and the Transformer's frame
+         convolutions and BatchNorms (batch 128, 16 channels x 3000 samples for the small preset, 64-192
+         channels at 3000 and 600 samples for the reference-sized encoder and decoder) and the Transformer's frame
          backbone (1408 frames = 128 epochs x 11, 32 channels x 250). Layouts: ncl (PyTorch's Conv1d),
          nchw / nhwc (the same layer as Conv2d with a (1, k) kernel, channels-last for nhwc); BatchNorm
          through cuDNN or PyTorch's native kernels.
@@ -112,8 +113,13 @@ def part_ops(rows: list[dict]) -> None:
         "cnn block2 conv 32->32 k3 L600 N128": (32, 32, 3, 1, 128, 600),
         "frame stem conv 1->32 k5 s2 L500 N1408": (1, 32, 5, 2, 1408, 500),
         "frame res conv 32->32 k5 L125 N1408": (32, 32, 5, 1, 1408, 125),
+        # the reference-sized CNN (preset "reference"): the full-resolution convolutions of MP's step
+        "ref enc block1 conv 64->64 k3 L3000 N128": (64, 64, 3, 1, 128, 3000),
+        "ref dec block2' conv 128->64 k3 L3000 N128": (128, 64, 3, 1, 128, 3000),
+        "ref dec block3' conv 192->128 k3 L600 N128": (192, 128, 3, 1, 128, 600),
     }
-    norms = {"cnn block1 BN 16 x L3000 N128": (16, 128, 3000), "frame stem BN 32 x L250 N1408": (32, 1408, 250)}
+    norms = {"cnn block1 BN 16 x L3000 N128": (16, 128, 3000), "frame stem BN 32 x L250 N1408": (32, 1408, 250),
+             "ref block1 BN 64 x L3000 N128": (64, 128, 3000)}
     for dtype in (torch.float32, torch.bfloat16):
         for name, (c_in, c_out, k, stride, n, length) in convs.items():
             for layout in ("ncl", "nchw", "nhwc"):
