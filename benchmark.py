@@ -1,7 +1,8 @@
 """The whole Key Results table in one command: pretraining, both probes and the latent evaluation of every
-(config, fold) run, resumable, then results/key_results.md and .csv from whatever is complete.
+(config, fold, seed) run, resumable, then results/key_results.md and .csv from whatever is complete.
 
     python benchmark.py --configs configs/*.json [--folds 1|all|1,2] [--gpu 0]
+    python benchmark.py --configs configs/*.json --seeds 42,1,2                 # three seeds of every run
     python benchmark.py --configs configs/*.json --folds all --gpus 0,1,2,3     # one run per local GPU at a time
     python benchmark.py --configs configs/*.json --folds all --shard 3/8        # shard 3 of 8 (SLURM job array)
     python benchmark.py --configs configs/*.json --set trainer.max_epochs=3      # --set goes to every run
@@ -10,8 +11,9 @@
 A config configs/X.json with a reference-compatible twin configs/reference/X.json (same file name) brings its
 twin along, and the second table ("what the fixes change") compares the two. Each run calls the existing
 scripts: train_<paradigm>.py --fold K (--resume when a partial run is found), classifier_training.py for each
-probe type whose results are missing, latent_space_evaluator.py --fold K (--self-comparison for reference
-configs). A step is complete when its output exists and still describes the fold's best checkpoint:
+probe type whose results are missing, latent_space_evaluator.py --embeddings
+checkpoints/<exp>/embeddings_fold-0K.pt (--self-comparison for reference configs). A step is complete when its
+output exists and still describes the fold's best checkpoint:
     pretraining   checkpoints/<exp>/embeddings_fold-0K.pt, made from the checkpoint as it is now (SHA-256)
     probe P       results/<exp>[_P-probe]/predictions_fold-0K.npz      (P = linear, mlp), newer than the
                   embeddings and probed with the checkpoint as it is now
@@ -19,8 +21,16 @@ configs). A step is complete when its output exists and still describes the fold
                   are now (latent_space_evaluation.evaluate.stale_reason)
 so a rerun, or another shard, skips what is done and redoes what a replaced checkpoint made stale. Each
 run's output goes to logs/benchmark/<exp>_fold-0K.log.
---shard K/N takes every N-th run (1-based K) of the full list and skips the complete ones: the split does not
-depend on what other shards have finished. Paths are relative to the working directory.
+--seeds K,L,... (default: each config's own trainer.seed) makes each seed its own run of every (config, fold):
+the config's own seed keeps the plain exp_name, any other seed K runs as <exp_name>_seed-K with --set
+exp_name=<exp_name>_seed-K --set trainer.seed=K (own checkpoints/, results/ and log). What the seed varies:
+pretraining's initialisation, batch order, augmentations, masks and validation randomness, and the probes'
+initialisation, batch order and label subset (trainer.seed + fold); the folds and the latent evaluation's
+subsampling, k-means and maps (its own --seed, 0) stay the same. The tables show the mean ± sample std over
+every complete (fold, seed) run of a config.
+--shard K/N takes every N-th run (1-based K) of the full (config, fold, seed) list and skips the complete
+ones: the split does not depend on what other shards have finished. Paths are relative to the working
+directory.
 """
 from __future__ import annotations
 
@@ -36,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -65,10 +76,15 @@ class Config:
     path: Path
     config: dict
     reference: bool
+    sets: tuple[str, ...] = ()  # the --set values that make this seed's run of the file (see at_seed)
 
     @property
     def exp_name(self) -> str:
         return self.config["exp_name"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["trainer"]["seed"]
 
     @property
     def paradigm(self) -> str:
@@ -80,6 +96,14 @@ class Config:
 
     def with_probe(self, probe: str) -> dict:
         return {**self.config, "probe": {**self.config["probe"], "type": probe}}
+
+    def at_seed(self, seed: int) -> Config:
+        """This config's run at trainer.seed = seed: itself for its own seed, else the run <exp_name>_seed-K."""
+        if seed == self.seed:
+            return self
+        name = f"{self.exp_name}_seed-{seed}"
+        config = {**self.config, "exp_name": name, "trainer": {**self.config["trainer"], "seed": seed}}
+        return Config(self.path, config, self.reference, (f"exp_name={name}", f"trainer.seed={seed}"))
 
 
 @dataclass(frozen=True)
@@ -118,6 +142,24 @@ def load_configs(paths: list[Path], overrides: list[str] = ()) -> list[Config]:
                                "their results would mix"])
         seen[c.exp_name] = c.path
     return configs
+
+
+def seed_variants(configs: list[Config], seeds: list[int] | None) -> dict[str, list[Config]]:
+    """{exp_name: the config at each seed} (seeds None: its own trainer.seed only); one run name per run."""
+    variants = {c.exp_name: [c.at_seed(s) for s in seeds] if seeds else [c] for c in configs}
+    seen: dict[str, str] = {}
+    for base, runs in variants.items():
+        for run in runs:
+            if run.exp_name in seen and seen[run.exp_name] != base:
+                raise InputError(f"--seeds: the run '{run.exp_name}' of '{base}' has the name of a run of "
+                                 f"'{seen[run.exp_name]}'; their results would mix")
+            seen[run.exp_name] = base
+    return variants
+
+
+def plan(configs: list[Config], folds_of: dict[str, list[int]], variants: dict[str, list[Config]]) -> list[Run]:
+    """The full run list, in (config, fold, seed) order."""
+    return [Run(v, f) for c in configs for f in folds_of[c.exp_name] for v in variants[c.exp_name]]
 
 
 def select_folds(spec: str, config: dict) -> list[int]:
@@ -163,7 +205,7 @@ def shard_of(runs: list[Run], k: int, n: int) -> list[Run]:
 
 def step_command(run: Run, step: str, gpu: str, overrides: list[str]) -> list[str]:
     config, fold = run.config, str(run.fold)
-    sets = [arg for value in overrides for arg in ("--set", value)]
+    sets = [arg for value in (*overrides, *config.sets) for arg in ("--set", value)]
     if step == "pretraining":
         last = checkpoint_dir(config.config) / f"last_{fold_name(run.fold)}.pth"
         resume = ["--resume"] if last.is_file() or best_checkpoint_path(config.config, run.fold).is_file() else []
@@ -171,8 +213,9 @@ def step_command(run: Run, step: str, gpu: str, overrides: list[str]) -> list[st
     if step.startswith("probe "):
         return ["classifier_training.py", "--config", str(config.path), "--fold", fold, "--gpu", gpu,
                 "--probe", step.split()[1], *sets]
-    self_comparison = ["--self-comparison"] if config.reference else []
-    return ["latent_space_evaluator.py", "--config", str(config.path), "--fold", fold, *self_comparison]
+    self_comparison = ["--self-comparison"] if config.reference else []  # the run name comes from the embeddings
+    return ["latent_space_evaluator.py", "--embeddings", str(embeddings_path(config.config, run.fold)),
+            *self_comparison]
 
 
 def execute(run: Run, gpu: str, overrides: list[str]) -> str | None:
@@ -252,22 +295,49 @@ def fold_scores(config: Config, probe: str, folds: list[int]) -> dict[int, dict]
     return {row["fold"]: {key: row[key] for key, *_ in SCORES} for row in per_fold if row["fold"] in folds}
 
 
-def summary(scores: dict[int, dict]) -> dict[str, tuple[float | None, float | None]]:
-    """{score: (mean over folds in display units, sample std or None for one fold)}."""
-    out = {}
-    for key, _, scale, _ in SCORES:
-        values = [s[key] for s in scores.values() if s[key] is not None]
-        mean = scale * float(np.mean(values)) if values else None
-        std = scale * float(np.std(values, ddof=1)) if len(values) > 1 else None
-        out[key] = (mean, std)
-    return out
+class Stat(NamedTuple):
+    """A score over a config's complete (fold, seed) runs, in display units."""
+
+    mean: float | None
+    std: float | None  # sample std; None for fewer than two runs
+    n: int
 
 
-def cell(value: tuple[float | None, float | None], digits: int) -> str:
-    mean, std = value
-    if mean is None:
+def stat(values: list[float], scale: float = 1) -> Stat:
+    """Mean and sample std (ddof 1) of `values` times `scale`."""
+    mean = scale * float(np.mean(values)) if values else None
+    std = scale * float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return Stat(mean, std, len(values))
+
+
+def summary(scores: list[dict]) -> dict[str, Stat]:
+    """{score: Stat over the given runs' scores} ({"accuracy", "macro_f1", "kappa"} per run)."""
+    return {key: stat([s[key] for s in scores if s[key] is not None], scale) for key, _, scale, _ in SCORES}
+
+
+def cell(value: Stat, digits: int) -> str:
+    if value.mean is None:
         return "–"
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+    return f"{value.mean:.{digits}f}" + ("" if value.std is None else f" ± {value.std:.{digits}f}")
+
+
+def difference(fixed: Stat, compatible: Stat) -> tuple[float | None, float | None]:
+    """(fixed − reference-compatible means, standard error of that difference when both sides have >= 2 runs)."""
+    if fixed.mean is None or compatible.mean is None:
+        return None, None
+    spread = (float(np.sqrt(fixed.std ** 2 / fixed.n + compatible.std ** 2 / compatible.n))
+              if fixed.n > 1 and compatible.n > 1 else None)
+    return fixed.mean - compatible.mean, spread
+
+
+def runs_text(done: list[int], n_folds: int) -> str:
+    """The Folds cell from the complete folds of each seed: '1 of 2', '1 of 2 × 3 seeds' (each seed 1 of 2),
+    '4 runs of 2 × 3 seeds' (seeds with different counts; 1 run)."""
+    if len(done) == 1:
+        return f"{done[0]} of {n_folds}"
+    if len(set(done)) == 1:
+        return f"{done[0]} of {n_folds} × {len(done)} seeds"
+    return f"{sum(done)} run{'s' * (sum(done) != 1)} of {n_folds} × {len(done)} seeds"
 
 
 def seed_figures() -> tuple[dict[tuple[str, str], dict], str]:
@@ -280,15 +350,24 @@ def table_order(config: Config) -> tuple:
     return PARADIGM_ORDER.index(config.paradigm), config.architecture, config.reference
 
 
-def build_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple[str, list[dict]]:
-    """key_results.md text and the CSV rows."""
+def build_tables(configs: list[Config], folds_of: dict[str, list[int]],
+                 variants: dict[str, list[Config]]) -> tuple[str, list[dict]]:
+    """key_results.md text and the CSV rows; each config's scores over the complete runs of its seed variants."""
     seed, seed_source = seed_figures()
-    probes_shown = [p for p in SHOWN_PROBES
-                    if p in PROBES or any(fold_scores(c, p, folds_of[c.exp_name]) for c in configs)]
+    probes_shown = [p for p in SHOWN_PROBES if p in PROBES or any(
+        fold_scores(v, p, folds_of[c.exp_name]) for c in configs for v in variants[c.exp_name])]
     n_folds = sorted({len(f) for f in folds_of.values()})
+    seeds = sorted({tuple(v.seed for v in runs) for runs in variants.values()})
+    several = max(len(s) for s in seeds) > 1
+    if several:
+        count = (f"Folds per config: {', '.join(map(str, n_folds))}, each at trainer.seed "
+                 + "; ".join(", ".join(map(str, s)) for s in seeds)
+                 + " (mean ± sample std over the complete (fold, seed) runs)")
+    else:
+        count = f"Folds per config: {', '.join(map(str, n_folds))}" + (
+            " (mean ± sample std over folds)" if n_folds[-1] > 1 else "")
     md = ["# Key results", "",
-          f"Folds per config: {', '.join(map(str, n_folds))}"
-          + (" (mean ± sample std over folds)" if n_folds[-1] > 1 else "") + ". Accuracy and macro-F1 in %, "
+          f"{count}. Accuracy and macro-F1 in %, "
           "Cohen's κ to 3 decimals, on each fold's test subjects; probes on the frozen encoder. Seed: the published "
           f"figures ({seed_source}); the seed's probe was an MLP reported as linear; – = not published here.", "",
           "| Model/Paradigm | Architecture | Config | Probe | Folds | Accuracy % | Macro-F1 % | Cohen's κ "
@@ -298,25 +377,29 @@ def build_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple
     for c in configs:
         published = seed.get((c.paradigm, c.architecture), {})
         for probe in probes_shown:
-            scores = fold_scores(c, probe, folds_of[c.exp_name])
-            results[c.exp_name, probe] = summary(scores)
+            per_seed = [fold_scores(v, probe, folds_of[c.exp_name]) for v in variants[c.exp_name]]
+            results[c.exp_name, probe] = summary([s for scores in per_seed for s in scores.values()])
             version = "reference-compatible" if c.reference else "fixed"
-            folds = f"{len(scores)} of {len(folds_of[c.exp_name])}"
+            folds = runs_text([len(scores) for scores in per_seed], len(folds_of[c.exp_name]))
             ours = [cell(results[c.exp_name, probe][k], d) for k, _, _, d in SCORES]
             theirs = ["–" if published.get(k) is None else f"{published[k]:.{d}f}" for k, _, _, d in SCORES]
             md.append(f"| {c.paradigm} | {c.architecture} | {version} | {probe} | {folds} | " + " | ".join(ours)
                       + " | " + " | ".join(theirs) + " |")
             row = {"table": "key_results", "exp_name": c.exp_name, "config": str(c.path), "version": version,
                    "paradigm": c.paradigm, "architecture": c.architecture, "probe": probe,
-                   "folds_done": len(scores), "folds_selected": len(folds_of[c.exp_name])}
+                   "runs_done": sum(map(len, per_seed)), "folds_selected": len(folds_of[c.exp_name]),
+                   "trainer_seeds": " ".join(str(v.seed) for v in variants[c.exp_name])}
             for key, *_ in SCORES:
-                row[key], row[f"{key}_std"] = results[c.exp_name, probe][key]
+                row[key], row[f"{key}_std"], _ = results[c.exp_name, probe][key]
                 row[f"seed_{key}"] = published.get(key)
             rows.append(row)
 
+    spread = (" of the means; ± its standard error √(s²_fixed/n_fixed + s²_reference/n_reference), s the sample "
+              "std over the n complete (fold, seed) runs of each side, where both sides have at least two runs")
     md += ["", "## What the fixes change", "",
            "Each config against its reference-compatible twin (configs/reference/, the reference's effective "
-           "settings: its bugs switched back on), same probe; difference = fixed − reference-compatible.", "",
+           "settings: its bugs switched back on), same probe; difference = fixed − reference-compatible"
+           f"{spread if several or n_folds[-1] > 1 else ''}.", "",
            "| Model/Paradigm | Architecture | Probe | Reference-compatible Acc % / MF1 % / κ "
            "| Fixed Acc % / MF1 % / κ | Difference Acc / MF1 / κ |", "|---|---|---|---|---|---|"]
     twins = {c.path.name: c for c in configs if c.reference}
@@ -326,75 +409,94 @@ def build_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple
         ref = twins[c.path.name]
         for probe in probes_shown:
             fixed, compatible = results[c.exp_name, probe], results[ref.exp_name, probe]
-            delta = {k: (None if fixed[k][0] is None or compatible[k][0] is None else fixed[k][0] - compatible[k][0],
-                         None) for k, *_ in SCORES}
+            delta = {k: difference(fixed[k], compatible[k]) for k, *_ in SCORES}
             line = [" / ".join(cell(v[k], d) for k, _, _, d in SCORES) for v in (compatible, fixed)]
-            line.append(" / ".join("–" if delta[k][0] is None else f"{delta[k][0]:+.{d}f}" for k, _, _, d in SCORES))
+            line.append(" / ".join("–" if delta[k][0] is None else f"{delta[k][0]:+.{d}f}"
+                                   + ("" if delta[k][1] is None else f" ± {delta[k][1]:.{d}f}")
+                                   for k, _, _, d in SCORES))
             md.append(f"| {c.paradigm} | {c.architecture} | {probe} | " + " | ".join(line) + " |")
             rows.append({"table": "what_the_fixes_change", "exp_name": c.exp_name, "config": str(c.path),
                          "reference_exp_name": ref.exp_name, "paradigm": c.paradigm, "architecture": c.architecture,
-                         "probe": probe, **{f"{k}_reference": compatible[k][0] for k, *_ in SCORES},
-                         **{f"{k}_fixed": fixed[k][0] for k, *_ in SCORES},
-                         **{f"{k}_difference": delta[k][0] for k, *_ in SCORES}})
+                         "probe": probe, **{f"{k}_reference": compatible[k].mean for k, *_ in SCORES},
+                         **{f"{k}_fixed": fixed[k].mean for k, *_ in SCORES},
+                         **{f"{k}_difference": delta[k][0] for k, *_ in SCORES},
+                         **{f"{k}_difference_se": delta[k][1] for k, *_ in SCORES}})
     latent_md, latent_rows = latent_comparison([(twins[c.path.name], c) for c in configs
-                                                if not c.reference and c.path.name in twins])
+                                                if not c.reference and c.path.name in twins], variants)
     md += latent_md
     rows += latent_rows
-    missing = [f"{Run(c, f).name}: {', '.join(steps)}" for c in configs for f in folds_of[c.exp_name]
-               if (steps := missing_steps(Run(c, f)))]
+    missing = [f"{Run(v, f).name}" + (f" (trainer.seed {v.seed})" if several else "") + f": {', '.join(steps)}"
+               for c in configs for f in folds_of[c.exp_name] for v in variants[c.exp_name]
+               if (steps := missing_steps(Run(v, f)))]
     md += ["", "## Missing runs", ""] + ([f"- {m}" for m in missing] or ["None: every selected run is complete."])
     return "\n".join(md) + "\n", rows
 
 
-def latent_report(config: Config) -> tuple[dict[tuple[str, str], dict], list[int]]:
-    """{(metric, space): row} of results/<exp>/latent/metrics.json, and the folds it covers."""
-    path = RESULTS_ROOT / config.exp_name / "latent" / "metrics.json"
-    if not path.is_file():
-        return {}, []
-    report = json.loads(path.read_text())
-    return {(r["metric"], r["space"]): r for r in report["metrics"]}, report["folds"]
+def latent_report(configs: list[Config]) -> tuple[dict[tuple[str, str], list[float]], dict[int, list[int]]]:
+    """{(metric, space): the value of each fold} pooled over the latent reports (results/<exp>/latent/
+    metrics.json) of a config's seed variants, and {seed: the folds its report covers}."""
+    values: dict[tuple[str, str], list[float]] = {}
+    covered = {}
+    for config in configs:
+        path = RESULTS_ROOT / config.exp_name / "latent" / "metrics.json"
+        report = json.loads(path.read_text()) if path.is_file() else {"metrics": [], "folds": []}
+        for row in report["metrics"]:
+            values.setdefault((row["metric"], row["space"]), []).extend(f["value"] for f in row["per_fold"])
+        covered[config.seed] = report["folds"]
+    return values, covered
 
 
-def latent_comparison(pairs: list[tuple[Config, Config]]) -> tuple[list[str], list[dict]]:
+def covered_text(covered: dict[int, list[int]]) -> str:
+    """'[1, 2]' for one seed, '[1] at trainer.seed 42, – at trainer.seed 1' for several."""
+    if len(covered) == 1:
+        return str(next(iter(covered.values())) or "–")
+    return ", ".join(f"{folds or '–'} at trainer.seed {s}" for s, folds in covered.items())
+
+
+def latent_comparison(pairs: list[tuple[Config, Config]],
+                      variants: dict[str, list[Config]]) -> tuple[list[str], list[dict]]:
     """Markdown lines and CSV rows: the seed's latent metrics of each (reference-compatible, fixed) pair, both
     definitions, in the latent space and against the UMAP map; self-against-self values (reference-compatible
     runs only) labelled as such."""
+    several = any(len(runs) > 1 for runs in variants.values())
     md = ["", "## Latent space: the seed's metrics, both definitions", "",
-          "Mean ± std over the folds each run's latent report covers (results/<exp>/latent/metrics.json). "
+          "Mean ± std over the folds each run's latent report covers (results/<exp>/latent/metrics.json)"
+          + (", pooled over the seeds' runs" if several else "") + ". "
           "Definition \"reference\": as the reference code defined the metric; \"self against self\": the "
           "reference's trustworthiness and alignment of the embeddings with themselves (1 by construction, shown "
           "for reference-compatible runs only)."]
     rows = []
     for ref, fixed in pairs:
-        (ref_rows, ref_folds), (fixed_rows, fixed_folds) = latent_report(ref), latent_report(fixed)
-        md += ["", f"**{fixed.paradigm} {fixed.architecture}** (reference-compatible folds {ref_folds or '–'}, "
-               f"fixed folds {fixed_folds or '–'})", "",
+        (ref_values, ref_folds), (fixed_values, fixed_folds) = (latent_report(variants[c.exp_name])
+                                                                for c in (ref, fixed))
+        md += ["", f"**{fixed.paradigm} {fixed.architecture}** (reference-compatible folds {covered_text(ref_folds)}"
+               f"{'; ' if several else ', '}fixed folds {covered_text(fixed_folds)})", "",
                "| Seed metric | Metric | Definition | Space | Reference-compatible | Fixed | Difference |",
                "|---|---|---|---|---:|---:|---:|"]
         for seed_name, names in SEED_NAMES.items():
             for name in names:
                 for space in LATENT_SPACES:
-                    ref_row, fixed_row = ref_rows.get((name, space)), fixed_rows.get((name, space))
-                    if ref_row is None and fixed_row is None:
+                    values = [stat(side.get((name, space), [])) for side in (ref_values, fixed_values)]
+                    if values[0].mean is None and values[1].mean is None:
                         continue
-                    values = [None if r is None else (r["value"], r["std"]) for r in (ref_row, fixed_row)]
-                    texts = ["–" if v is None else f"{v[0]:.4g}" + ("" if v[1] is None else f" ± {v[1]:.2g}")
-                             for v in values]
-                    delta = None if None in values else values[1][0] - values[0][0]
+                    texts = ["–" if v.mean is None else f"{v.mean:.4g}"
+                             + ("" if v.std is None else f" ± {v.std:.2g}") for v in values]
+                    delta = None if None in (values[0].mean, values[1].mean) else values[1].mean - values[0].mean
                     md.append(f"| {seed_name} | {name} | {definition(name)} | {space} | {texts[0]} | {texts[1]} | "
                               + ("–" if delta is None else f"{delta:+.4g}") + " |")
                     rows.append({"table": "latent", "exp_name": fixed.exp_name, "reference_exp_name": ref.exp_name,
                                  "paradigm": fixed.paradigm, "architecture": fixed.architecture,
                                  "seed_metric": seed_name, "metric": name, "definition": definition(name),
-                                 "space": space, "value_reference": values[0] and values[0][0],
-                                 "value_fixed": values[1] and values[1][0], "difference": delta})
+                                 "space": space, "value_reference": values[0].mean,
+                                 "value_fixed": values[1].mean, "difference": delta})
     return (md if pairs else []), rows
 
 
-def write_tables(configs: list[Config], folds_of: dict[str, list[int]]) -> tuple[Path, Path]:
-    for config in configs:
+def write_tables(configs: list[Config], folds_of: dict[str, list[int]],
+                 variants: dict[str, list[Config]]) -> tuple[Path, Path]:
+    for config in (v for c in configs for v in variants[c.exp_name]):
         refresh_reports(config)
-    text, rows = build_tables(sorted(configs, key=table_order), folds_of)
+    text, rows = build_tables(sorted(configs, key=table_order), folds_of, variants)
     md_path, csv_path = RESULTS_ROOT / "key_results.md", RESULTS_ROOT / "key_results.csv"
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
@@ -417,11 +519,23 @@ def update_readme(readme: Path, key_results: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- command line
+def parse_seeds(spec: str) -> list[int]:
+    """--seeds 'K,L,...' -> distinct non-negative integers; anything else is a one-line SystemExit naming it."""
+    parts = [part.strip() for part in spec.split(",")]
+    bad = [part for part in parts if not part.isdigit()]
+    if bad or len(set(map(int, parts))) != len(parts):
+        problem = f"{bad[0]!r} is not a non-negative integer" if bad else "a seed is given twice"
+        raise SystemExit(f"error: --seeds {spec}: {problem}; expected distinct seeds, e.g. 42,1,2")
+    return [int(part) for part in parts]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--configs", nargs="+", type=Path, required=True, help="config files (twins come along)")
     parser.add_argument("--folds", default="1", help="'1' (default), 'all', or fold numbers 'K,L'")
+    parser.add_argument("--seeds", help="trainer.seed values, e.g. 42,1,2: each its own run of every (config, fold) "
+                        "(default: each config's own trainer.seed)")
     parser.add_argument("--gpu", default="auto", help="auto, cpu or a CUDA device id (default: auto, CUDA 0 when "
                         "available, else the CPU)")
     parser.add_argument("--gpus", help="local CUDA ids, e.g. 0,1,2,3: one run per GPU at a time (overrides --gpu)")
@@ -437,6 +551,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
         parser.error(f"--shard {args.shard}: expected K/N with 1 <= K <= N, e.g. 2/4")
     args.shard = (int(k), int(n))
+    args.seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     args.gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else [args.gpu]
     return args
 
@@ -446,14 +561,15 @@ def main(argv=None) -> None:
     try:
         configs = load_configs(args.configs, args.overrides)
         folds_of = {c.exp_name: select_folds(args.folds, c.config) for c in configs}
+        variants = seed_variants(configs, args.seeds)
         errors = []
         if not args.tables_only:
-            runs = [Run(c, f) for c in configs for f in folds_of[c.exp_name]]
+            runs = plan(configs, folds_of, variants)
             k, n = args.shard
             mine = [r for r in shard_of(runs, k, n) if missing_steps(r)]
             print(f"{len(runs)} run(s), {len(shard_of(runs, k, n))} in shard {k}/{n}, {len(mine)} to do", flush=True)
             errors = run_all(mine, args.gpus, args.overrides) if mine else []
-        md_path, csv_path = write_tables(configs, folds_of)
+        md_path, csv_path = write_tables(configs, folds_of, variants)
         if args.readme:
             update_readme(REPO / "README.md", md_path)
     except (ConfigError, InputError, FileNotFoundError, EmbeddingsError) as exc:

@@ -1,10 +1,12 @@
 """benchmark.py end to end on the demo data: two tiny configs (one fixed, its reference-compatible twin), both
-tables written, and a second invocation that finds every run complete and trains nothing."""
+tables written, and a second invocation that finds every run complete and trains nothing; a second seed as runs
+of their own. The run list over (config, fold, seed) and the tables' aggregation over seeds on hand-made results."""
 import csv
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import benchmark
 from dset.demo import make_demo
@@ -82,6 +84,26 @@ def test_benchmark_writes_both_tables_and_a_rerun_trains_nothing(bench_dir, caps
     assert row in (results / "key_results.md").read_text()
     assert json.loads((results / "T_MP" / "latent" / "metrics.json").read_text())["folds"] == [1]
 
+    # seeds: the config's own (42) is the run above; seed 7 is a run of its own, resumable like the others.
+    # Shard 2 of 4 of (T_MP, T_MP_seed-7, REF_T_MP, REF_T_MP_seed-7) is T_MP_seed-7 alone.
+    benchmark.main(args + ["--seeds", "42"])
+    assert "2 run(s), 2 in shard 1/1, 0 to do" in capsys.readouterr().out
+    seeded = args + ["--seeds", "42,7", "--shard", "2/4"]
+    benchmark.main(seeded)
+    assert "4 run(s), 1 in shard 2/4, 1 to do" in capsys.readouterr().out
+    trained = torch.load(bench_dir / "checkpoints" / "T_MP_seed-7" / "ckpt_fold-01.pth", weights_only=False)
+    assert (trained["config"]["exp_name"], trained["config"]["trainer"]["seed"]) == ("T_MP_seed-7", 7)
+    for run in ("T_MP_seed-7", "T_MP_seed-7_mlp-probe", "T_MP_seed-7/latent"):
+        assert json.loads((results / run / "metrics.json").read_text())["folds"] == [1]
+    assert (bench_dir / "logs" / "benchmark" / "T_MP_seed-7_fold-01.log").is_file()
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}  # seed 42's checkpoints untouched
+    text = (results / "key_results.md").read_text()
+    assert "| MP | CNN | fixed | linear | 1 of 1 × 2 seeds |" in text
+    assert "| MP | CNN | reference-compatible | linear | 1 run of 1 × 2 seeds |" in text
+    assert "- REF_T_MP_seed-7 fold-01 (trainer.seed 7): pretraining, probe linear, probe mlp, latent" in text
+    benchmark.main(seeded)
+    assert "4 run(s), 1 in shard 2/4, 0 to do" in capsys.readouterr().out
+
 
 def test_shards_partition_the_runs_and_missing_runs_are_listed(bench_dir, capsys):
     configs = benchmark.load_configs([Path("configs/T_MP.json")])
@@ -108,3 +130,82 @@ def test_readme_section_between_the_markers_is_rewritten(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(FileNotFoundError, match="markers"):
         benchmark.update_readme(readme, key_results)
+
+
+def test_seeds_make_one_run_per_config_fold_and_seed_split_over_shards(bench_dir):
+    configs = benchmark.load_configs([Path("configs/T_MP.json")])  # T_MP and its twin REF_T_MP, trainer.seed 42
+    variants = benchmark.seed_variants(configs, [42, 1, 2])
+    runs = benchmark.plan(configs, {"T_MP": [1], "REF_T_MP": [1]}, variants)
+    assert [r.name for r in runs] == ["T_MP fold-01", "T_MP_seed-1 fold-01", "T_MP_seed-2 fold-01",
+                                      "REF_T_MP fold-01", "REF_T_MP_seed-1 fold-01", "REF_T_MP_seed-2 fold-01"]
+    assert [r.config.seed for r in runs] == [42, 1, 2, 42, 1, 2]
+    assert [r.config.reference for r in runs] == [False] * 3 + [True] * 3
+    own, other = (benchmark.step_command(runs[i], "pretraining", "cpu", ["trainer.max_epochs=3"]) for i in (0, 1))
+    assert own[-2:] == ["--set", "trainer.max_epochs=3"]  # the config's own seed: today's command
+    assert other[-6:] == ["--set", "trainer.max_epochs=3", "--set", "exp_name=T_MP_seed-1", "--set", "trainer.seed=1"]
+    probe = benchmark.step_command(runs[5], "probe mlp", "cpu", [])
+    assert probe[-4:] == ["--set", "exp_name=REF_T_MP_seed-2", "--set", "trainer.seed=2"]
+    latent = benchmark.step_command(runs[5], "latent", "cpu", [])
+    assert latent[1:] == ["--embeddings", str(Path("checkpoints/REF_T_MP_seed-2/embeddings_fold-01.pt")),
+                          "--self-comparison"]
+    assert [[r.name for r in benchmark.shard_of(runs, k, 4)] for k in (1, 2, 3, 4)] == [
+        ["T_MP fold-01", "REF_T_MP_seed-1 fold-01"], ["T_MP_seed-1 fold-01", "REF_T_MP_seed-2 fold-01"],
+        ["T_MP_seed-2 fold-01"], ["REF_T_MP fold-01"]]
+    assert [v.exp_name for v in benchmark.seed_variants(configs, None)["T_MP"]] == ["T_MP"]  # default: own seed
+    assert [v.exp_name for v in benchmark.seed_variants(configs, [7])["T_MP"]] == ["T_MP_seed-7"]
+
+
+def write_probe_metrics(run: str, scores: tuple[float, float, float]) -> None:
+    """results/<run>/metrics.json with fold 1's accuracy, macro-F1 and kappa, as probing.results writes them."""
+    out = Path("results") / run
+    out.mkdir(parents=True)
+    row = {"fold": 1, **dict(zip(("accuracy", "macro_f1", "kappa"), scores))}
+    (out / "metrics.json").write_text(json.dumps({"folds": [1], "per_fold": [row]}))
+
+
+def write_latent_metrics(exp: str, purity: float) -> None:
+    out = Path("results") / exp / "latent"
+    out.mkdir(parents=True)
+    row = {"metric": "purity_hungarian_kmeans", "space": "latent", "value": purity, "std": None,
+           "per_fold": [{"fold": 1, "value": purity, "points": 100}]}
+    (out / "metrics.json").write_text(json.dumps({"folds": [1], "metrics": [row]}))
+
+
+def test_tables_show_mean_and_std_over_seeds_and_list_missing_runs_with_their_seed(bench_dir):
+    fixed = {"T_MP": (0.70, 0.50, 0.60), "T_MP_seed-1": (0.72, 0.52, 0.62), "T_MP_seed-2": (0.74, 0.54, 0.64)}
+    compatible = {"REF_T_MP": (0.60, 0.40, 0.50), "REF_T_MP_seed-1": (0.62, 0.42, 0.52)}  # seed 2 not run
+    for run, scores in {**fixed, **compatible}.items():
+        for name in (run, f"{run}_mlp-probe"):
+            write_probe_metrics(name, scores)
+    for exp, purity in {"T_MP": 0.5, "T_MP_seed-1": 0.6, "T_MP_seed-2": 0.7, "REF_T_MP": 0.4}.items():
+        write_latent_metrics(exp, purity)
+    benchmark.main(["--configs", "configs/T_MP.json", "--seeds", "42,1,2", "--tables-only"])
+    text = (bench_dir / "results" / "key_results.md").read_text()
+    # 0.70, 0.72, 0.74: mean 72.0, sample std 2.0; kappa 0.620 ± 0.020; the twin 61.0 ± sqrt(2) of two runs
+    assert "| MP | CNN | fixed | linear | 1 of 1 × 3 seeds | 72.0 ± 2.0 | 52.0 ± 2.0 | 0.620 ± 0.020 |" in text
+    assert "| MP | CNN | reference-compatible | mlp | 2 runs of 1 × 3 seeds | 61.0 ± 1.4 | 41.0 ± 1.4 | " \
+           "0.510 ± 0.014 |" in text
+    # difference 72.0 - 61.0 = 11.0, standard error sqrt(2.0²/3 + 1.414²/2) = sqrt(7/3) = 1.53
+    assert ("| MP | CNN | linear | 61.0 ± 1.4 / 41.0 ± 1.4 / 0.510 ± 0.014 "
+            "| 72.0 ± 2.0 / 52.0 ± 2.0 / 0.620 ± 0.020 | +11.0 ± 1.5 / +11.0 ± 1.5 / +0.110 ± 0.015 |") in text
+    # latent purity: fixed 0.5, 0.6, 0.7 -> 0.6 ± 0.1 against the twin's one run 0.4
+    assert "| Purity Score | purity_hungarian_kmeans | reference | latent | 0.4 | 0.6 ± 0.1 | +0.2 |" in text
+    assert "(reference-compatible folds [1] at trainer.seed 42, – at trainer.seed 1, – at trainer.seed 2; " \
+           "fixed folds [1] at trainer.seed 42, [1] at trainer.seed 1, [1] at trainer.seed 2)" in text
+    assert "- T_MP_seed-1 fold-01 (trainer.seed 1): pretraining, probe linear, probe mlp, latent" in text
+    assert "- REF_T_MP fold-01 (trainer.seed 42): pretraining" in text
+    rows = list(csv.DictReader(open(bench_dir / "results" / "key_results.csv")))
+    change = next(r for r in rows if r["table"] == "what_the_fixes_change" and r["probe"] == "linear")
+    assert float(change["accuracy_difference"]) == pytest.approx(11.0)
+    assert float(change["accuracy_difference_se"]) == pytest.approx((7 / 3) ** 0.5)
+    linear = next(r for r in rows if r["table"] == "key_results" and r["exp_name"] == "T_MP" and r["probe"] == "linear")
+    assert (linear["runs_done"], linear["trainer_seeds"], float(linear["accuracy_std"])) == ("3", "42 1 2",
+                                                                                              pytest.approx(2.0))
+
+
+@pytest.mark.parametrize("spec, named", [("42,x", "'x' is not"), ("1,-2", "'-2' is not"), ("1,1", "given twice")])
+def test_bad_seeds_are_a_one_line_error_naming_the_value(bench_dir, spec, named):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--configs", "configs/T_MP.json", "--seeds", spec, "--tables-only"])
+    message = str(exit_info.value)
+    assert message.startswith(f"error: --seeds {spec}: ") and named in message and "\n" not in message
