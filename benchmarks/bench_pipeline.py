@@ -54,7 +54,7 @@ def validation_memory(config: dict, data, device) -> dict:
     objective = build_objective(config, model)
     x_val, y_val = torch.from_numpy(data.val.x).to(device), torch.from_numpy(data.val.y).to(device)
     idx = torch.arange(min(t["val_batch_size"], len(x_val)), device=device)
-    batch = standardised_batch(x_val, idx, input_norm_of(data.train.x))
+    batch = standardised_batch(x_val, idx, input_norm_of(data.train.x, config["data"]["standardise"]))
     use_amp = t["amp"] and device.type == "cuda"
     result = {}
     for mode, chunking in (("whole", nullcontext()), ("chunked", chunked_backbone(model.backbone, t["batch_size"]))):

@@ -42,7 +42,7 @@ def random_init_fold(config: dict, fold: int, device, data) -> dict[str, dict]:
 
     seed_everything(config["trainer"]["seed"])
     encoder = build_model(config).to(device).eval()
-    return probe_encoder(encoder, input_norm_of(data.train.x), data, random_init_config(config), fold, device,
+    return probe_encoder(encoder, input_norm_of(data.train.x, config["data"]["standardise"]), data, random_init_config(config), fold, device,
                          paradigm="Random init")
 
 

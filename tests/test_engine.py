@@ -170,6 +170,26 @@ def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
     assert subjects <= {0, 1, 2, 3, 4}
 
 
+def test_standardise_false_feeds_the_raw_microvolts_and_stores_the_identity(workdir, monkeypatch):
+    """data.standardise=false (the reference's raw µV): each training epoch of subject s still has its mean
+    near 100 s µV (write_tiny_dataset), and the checkpoint's input_norm is the identity."""
+    config = load_config(make_config(workdir, "MP", max_epochs=1), ["data.standardise=false"])
+    seen = []
+    original = PARADIGMS["MP"].inputs
+
+    def record(self, x, y):
+        if self.model.training:
+            seen.append(x.detach().clone())
+        return original(self, x, y)
+
+    monkeypatch.setattr(PARADIGMS["MP"], "inputs", record)
+    train_fold(config, 1, "cpu")
+    assert torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=True)["input_norm"] == {"mean": 0.0, "std": 1.0}
+    means = torch.cat([batch.mean(dim=(1, 2)) for batch in seen])
+    assert ((means / 100 - (means / 100).round()).abs() < 0.05).all()  # within 5 µV of a subject offset
+    assert set((means / 100).round().long().tolist()) == {0, 1, 2, 3, 4}  # the raw offsets, not standardised values
+
+
 def test_crl_encodes_both_views_as_one_batch(workdir):
     from models.main_model import build_model
     from training.engine import build_objective

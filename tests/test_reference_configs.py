@@ -46,6 +46,7 @@ def test_reference_config_yields_the_references_effective_values(path):
     expected_validation = (325, 8) if (paradigm, arch) == ("MP", "Transformer") else (0, 10)  # 0: once per epoch
     assert (trainer["val_period"], trainer["early_stopping_patience"]) == expected_validation
     assert (trainer["optimizer"], trainer["grad_clip"], trainer["batch_size"]) == ("adam", None, 128)
+    assert data["standardise"] is False  # the reference feeds raw µV
     probe = config["probe"]
     assert (probe["type"], probe["batch_size"], probe["standardise"], probe["class_weighting"]) == ("mlp", 128, False, "none")
     assert (probe["learning_rate"], probe["weight_decay"], probe["patience"]) == (1e-3, 1e-4, 10)

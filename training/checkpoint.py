@@ -33,8 +33,11 @@ def embeddings_path(config: dict, fold: int) -> Path:
     return checkpoint_dir(config) / embeddings_file_name(fold)
 
 
-def input_norm_of(x_train: np.ndarray) -> dict:
-    """{"mean", "std"} over every sample of the training split (µV), as a checkpoint stores it."""
+def input_norm_of(x_train: np.ndarray, standardise: bool = True) -> dict:
+    """{"mean", "std"} over every sample of the training split (µV), as a checkpoint stores it; with
+    standardise false (data.standardise, the reference's raw µV), the identity {0, 1}."""
+    if not standardise:
+        return {"mean": 0.0, "std": 1.0}
     return {"mean": float(np.mean(x_train, dtype=np.float64)), "std": float(np.std(x_train, dtype=np.float64))}
 
 

@@ -74,6 +74,8 @@ SCHEMA = {
         "channel": Field(str, "EEG Fpz-Cz"),
         "sampling_rate": Field(int, 100, choices=(100,)),
         "epoch_duration": Field(int, 30, choices=(30,)),
+        "standardise": Field(bool, True, doc="standardise inputs with the training split's mean and std (stored in "
+                                             "the checkpoint); false feeds raw µV, as the reference does"),
         "num_folds": Field(int, None, min=1, nullable=True, doc="null = the splits file's number of folds"),
         "masking": Field(str, "span", choices=(*INPUT_MASKINGS, "token")),
         "masking_ratio": Field(float, 0.5, min=0, max=0.95),

@@ -212,7 +212,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
 
     # ------------------------------------------------------------------ data (device-resident)
     data = data if data is not None else load_fold(config["data"], fold)
-    input_norm = input_norm_of(data.train.x)
+    input_norm = input_norm_of(data.train.x, config["data"]["standardise"])
     x_train, y_train = torch.from_numpy(data.train.x).to(device), torch.from_numpy(data.train.y).to(device)
     x_val, y_val = torch.from_numpy(data.val.x).to(device), torch.from_numpy(data.val.y).to(device)
     global_batch = t["batch_size"]
