@@ -153,8 +153,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workdir
     assert best["step"] == 4 and all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
 
 
-def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
-    config = load_config(make_config(workdir, "MP", max_epochs=1))
+def record_training_inputs(monkeypatch) -> list[torch.Tensor]:
+    """Every standardised batch MP's training steps receive (not validation's), appended as they come."""
     seen = []
     original = PARADIGMS["MP"].inputs
 
@@ -164,6 +164,12 @@ def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
         return original(self, x, y)
 
     monkeypatch.setattr(PARADIGMS["MP"], "inputs", record)
+    return seen
+
+
+def test_training_never_sees_test_or_validation_subjects(workdir, monkeypatch):
+    config = load_config(make_config(workdir, "MP", max_epochs=1))
+    seen = record_training_inputs(monkeypatch)
     train_fold(config, 1, "cpu")
     norm = torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=True)["input_norm"]
     subjects = {round(float(x.mean() * norm["std"] + norm["mean"]) / 100) for batch in seen for x in batch}
@@ -174,15 +180,7 @@ def test_standardise_false_feeds_the_raw_microvolts_and_stores_the_identity(work
     """data.standardise=false (the reference's raw µV): each training epoch of subject s still has its mean
     near 100 s µV (write_tiny_dataset), and the checkpoint's input_norm is the identity."""
     config = load_config(make_config(workdir, "MP", max_epochs=1), ["data.standardise=false"])
-    seen = []
-    original = PARADIGMS["MP"].inputs
-
-    def record(self, x, y):
-        if self.model.training:
-            seen.append(x.detach().clone())
-        return original(self, x, y)
-
-    monkeypatch.setattr(PARADIGMS["MP"], "inputs", record)
+    seen = record_training_inputs(monkeypatch)
     train_fold(config, 1, "cpu")
     assert torch.load("checkpoints/test_MP_CNN/ckpt_fold-01.pth", weights_only=True)["input_norm"] == {"mean": 0.0, "std": 1.0}
     means = torch.cat([batch.mean(dim=(1, 2)) for batch in seen])
