@@ -226,8 +226,15 @@ def test_rerun_is_refused_then_overwrite_removes_every_derived_result(workdir, c
         path.write_text("old")
     message = refused(train_cli("MP"), ["--config", str(config), "--gpu", "cpu", "--fold", "1"], tmp, capsys)
     assert "checkpoints/test_MP_CNN" in message and all(w in message for w in ("--resume", "--overwrite", "--set exp_name="))
+    others = [tmp / "results" / name / "metrics.json"  # other runs that share the name's prefix
+              for name in ("test_MP_CNN_seed-7_mlp-probe", "test_MP_CNN_random-init_mlp-probe", "test_MP_CNN_seed-7")]
+    for path in others + [tmp / "results" / "test_MP_CNN_labels-0.1" / "x"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("other" if path in others else "old")
+    derived.append(tmp / "results" / "test_MP_CNN_labels-0.1" / "x")
     pipeline.main("MP", ["--config", str(config), "--gpu", "cpu", "--fold", "1", "--overwrite"])
     assert not any(path.exists() for path in derived)
+    assert all(path.read_text() == "other" for path in others)
     assert (tmp / "results" / "test_MP_CNN" / "metrics.json").is_file()
 
 

@@ -9,12 +9,13 @@ A run into an exp_name that already has a best checkpoint or results is refused 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from pathlib import Path
 
 from training.checkpoint import checkpoint_dir
-from training.config import load_config
+from training.config import SCHEMA, load_config
 from training.paradigms import SCRIPTS
 from utils import ConfigError, InputError
 
@@ -39,9 +40,12 @@ def parse_args(paradigm: str, argv=None) -> argparse.Namespace:
 
 def run_outputs(config: dict) -> list[Path]:
     """Every folder an earlier run of config["exp_name"] left: checkpoints and embeddings, TensorBoard logs,
-    results (probe, latent) and the probe variants (results/<exp>_mlp-probe, results/<exp>_labels-F)."""
+    results (probe, latent) and its probe variants, results/<exp>[_<kind>-probe][_labels-F] (the names of
+    probing/results.py); not other runs that share the prefix (<exp>_seed-K, <exp>_random-init_...)."""
     exp = config["exp_name"]
-    variants = sorted(RESULTS_ROOT.glob(f"{exp}_*-probe*")) + sorted(RESULTS_ROOT.glob(f"{exp}_labels-*"))
+    suffixed = [kind for kind in SCHEMA["probe"]["type"].choices if kind not in ("linear", "both")]
+    variant = re.compile(rf"{re.escape(exp)}(_({'|'.join(suffixed)})-probe)?(_labels-[0-9.e+-]+)?")
+    variants = sorted(p for p in RESULTS_ROOT.glob(f"{exp}_*") if variant.fullmatch(p.name))
     return [p for p in (checkpoint_dir(config), LOGS_ROOT / exp, RESULTS_ROOT / exp, *variants) if p.exists()]
 
 
