@@ -57,7 +57,7 @@ from probing.results import PARADIGM_ORDER, RESULTS_ROOT, results_dir, stale_fol
 from training.checkpoint import best_checkpoint_path, checkpoint_dir, embeddings_path
 from training.config import load_config
 from training.paradigms import SCRIPTS
-from utils import ConfigError, InputError, atomic_write_bytes, fold_name
+from utils import ConfigError, InputError, atomic_write_bytes, fold_name, memoised_hashes
 
 REPO = Path(__file__).resolve().parent
 PROBES = ("linear", "mlp")  # run for every config
@@ -558,22 +558,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    try:
-        configs = load_configs(args.configs, args.overrides)
-        folds_of = {c.exp_name: select_folds(args.folds, c.config) for c in configs}
-        variants = seed_variants(configs, args.seeds)
-        errors = []
-        if not args.tables_only:
-            runs = plan(configs, folds_of, variants)
-            k, n = args.shard
-            mine = [r for r in shard_of(runs, k, n) if missing_steps(r)]
-            print(f"{len(runs)} run(s), {len(shard_of(runs, k, n))} in shard {k}/{n}, {len(mine)} to do", flush=True)
-            errors = run_all(mine, args.gpus, args.overrides) if mine else []
-        md_path, csv_path = write_tables(configs, folds_of, variants)
-        if args.readme:
-            update_readme(REPO / "README.md", md_path)
-    except (ConfigError, InputError, FileNotFoundError, EmbeddingsError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    with memoised_hashes():  # the resume checks hash each checkpoint and embeddings file once per version
+        try:
+            configs = load_configs(args.configs, args.overrides)
+            folds_of = {c.exp_name: select_folds(args.folds, c.config) for c in configs}
+            variants = seed_variants(configs, args.seeds)
+            errors = []
+            if not args.tables_only:
+                runs = plan(configs, folds_of, variants)
+                k, n = args.shard
+                mine = [r for r in shard_of(runs, k, n) if missing_steps(r)]
+                print(f"{len(runs)} run(s), {len(shard_of(runs, k, n))} in shard {k}/{n}, {len(mine)} to do", flush=True)
+                errors = run_all(mine, args.gpus, args.overrides) if mine else []
+            md_path, csv_path = write_tables(configs, folds_of, variants)
+            if args.readme:
+                update_readme(REPO / "README.md", md_path)
+        except (ConfigError, InputError, FileNotFoundError, EmbeddingsError) as exc:
+            raise SystemExit(f"error: {exc}") from None
     print(f"wrote {md_path} and {csv_path}" + (" and README.md" if args.readme else ""))
     if errors:
         raise SystemExit(f"error: {len(errors)} run(s) failed:\n" + "\n".join(errors))

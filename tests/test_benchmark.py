@@ -209,3 +209,24 @@ def test_bad_seeds_are_a_one_line_error_naming_the_value(bench_dir, spec, named)
         benchmark.main(["--configs", "configs/T_MP.json", "--seeds", spec, "--tables-only"])
     message = str(exit_info.value)
     assert message.startswith(f"error: --seeds {spec}: ") and named in message and "\n" not in message
+
+
+def test_memoised_hashes_read_an_unchanged_file_once_and_a_rewritten_one_again(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    import utils
+
+    reads = []
+    monkeypatch.setattr(utils, "_read_sha256", lambda path, read=utils._read_sha256: reads.append(path) or read(path))
+    path = tmp_path / "ckpt_fold-01.pth"
+    path.write_bytes(b"a" * 10)
+    with utils.memoised_hashes():
+        assert utils.file_sha256(path) == utils.file_sha256(path) == hashlib.sha256(b"a" * 10).hexdigest()
+        assert len(reads) == 1
+        stat = path.stat()
+        path.write_bytes(b"b" * 10)  # same size; a later mtime
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        assert utils.file_sha256(path) == hashlib.sha256(b"b" * 10).hexdigest() and len(reads) == 2
+    utils.file_sha256(path), utils.file_sha256(path)
+    assert len(reads) == 4  # outside the block every call reads the bytes (download verification relies on it)
