@@ -193,24 +193,22 @@ def _time_warp_fft(x, u, *, n_segments: int, min_scale: float, max_scale: float)
     (_chirp_dft), so no shape depends on the random factors."""
     T, work = x.shape[-1], _work_dtype(x)
     scale = min_scale + (max_scale - min_scale) * u.to(work)  # (B, n)
-    joined, lengths, offset = [], [], 0
-    for k, (start, end) in enumerate(_reference_segments(T, n_segments)):
-        n_k, most = end - start, max(1, math.floor((end - start) * max_scale))
+    segments = _reference_segments(T, n_segments)
+    longest = [max(1, math.floor((end - start) * max_scale)) for start, end in segments]  # the largest m_k
+    capacity = sum(longest)
+    z = x.new_zeros(x.shape[0], x.shape[1], capacity + 1, dtype=work)  # the joined signal; slot `capacity` takes padding
+    length = torch.zeros(x.shape[0], 1, 1, dtype=torch.long, device=x.device)  # L of the segments joined so far
+    for k, ((start, end), most) in enumerate(zip(segments, longest)):
+        n_k = end - start
         m = (n_k * scale[:, k : k + 1]).floor().long().clamp_(1, most).unsqueeze(1)  # (B, 1, 1)
         spectrum = _resample_spectrum(torch.fft.rfft(x[..., start:end].to(work)), n_k, m)
         bins = torch.arange(spectrum.shape[-1], device=x.device)
         spectrum = spectrum * torch.where((bins == 0) | (2 * bins == m), 1.0, 2.0) / m  # irfft's Hermitian weights
-        joined.append(_chirp_dft(spectrum, m, most, +1).real)  # (B, C, most): the first m samples are the segment
-        lengths.append(m)
-        offset += most
-    length = torch.cat(lengths, -1).sum(-1, keepdim=True)  # (B, 1, 1): L
-    starts = torch.cumsum(torch.cat([torch.zeros_like(lengths[0])] + lengths[:-1], -1), -1)  # (B, 1, n)
-    z = x.new_zeros(x.shape[0], x.shape[1], offset + 1, dtype=work)  # the joined signal; slot `offset` collects padding
-    for k, values in enumerate(joined):
-        j = torch.arange(values.shape[-1], device=x.device)
-        slot = torch.where(j < lengths[k], starts[..., k : k + 1] + j, offset)
-        z.scatter_add_(-1, slot.expand_as(values), values)
-    spectrum = _chirp_dft(z[..., :offset].to(torch.promote_types(work, torch.complex64)), length, T // 2 + 1, -1)
+        segment = _chirp_dft(spectrum, m, most, +1).real  # (B, C, most): its first m samples are the segment
+        j = torch.arange(most, device=x.device)
+        z.scatter_add_(-1, torch.where(j < m, length + j, capacity).expand_as(segment), segment)
+        length = length + m
+    spectrum = _chirp_dft(z[..., :capacity].to(torch.promote_types(work, torch.complex64)), length, T // 2 + 1, -1)
     return torch.fft.irfft(_resample_spectrum(spectrum, length, T), n=T).to(x.dtype)
 
 
