@@ -29,9 +29,13 @@ from training.paradigms import PARADIGMS
 from utils import select_device
 
 
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def hashes(root) -> dict:
     """{path: sha256} of every file under root."""
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def unchanged(before: dict, root, mutable=()) -> bool:
@@ -94,10 +98,6 @@ def fake_checkpoint(config_path, path, **config_overrides):
     torch.save({"model": build_model(config).state_dict(), "config": config, "fold": 1,
                 "input_norm": {"mean": 0.0, "std": 1.0}, "epoch": 0, "step": 0, "val_loss": 1.0}, path)
     return path
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- checkpoints (items 5, 8)
