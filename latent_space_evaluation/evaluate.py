@@ -319,7 +319,7 @@ def stored_fold_stale(path: Path) -> str | None:
     """Why the stored fold evaluation at `path` is not current (unreadable, or `stale_reason`), or None."""
     try:
         return stale_reason(FoldEvaluation.load(path)[1])
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except READ_ERRORS as exc:
         return f"{path} cannot be read ({exc!r})"
 
 
