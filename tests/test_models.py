@@ -346,3 +346,45 @@ def test_fixed_proportion_random_keeps_the_references_int_of_the_kept_share():
     assert torch.all(mask_input(x, 0.33, "fixed_proportion_random", 1)[1].sum(1) == 4)
     assert torch.all(mask_input(x, 0.33, "random", 1)[1].sum(1) == 3)
     assert torch.all(mask_input(epochs(2), 0.25, "fixed_proportion_random", 1)[1].sum(1) == 750)
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, "same", 1), (2, 3, 1), (1, 2, 2)])
+def test_channels_last_conv1d_equals_torch_conv1d(stride, padding, dilation):
+    from models.conv import Conv1d
+    torch.manual_seed(0)
+    conv = Conv1d(6, 10, 5 if padding != "same" else 3, stride=stride, padding=padding, dilation=dilation)
+    x = torch.randn(4, 6, 101)
+    expected = F.conv1d(x, conv.weight, conv.bias, stride, padding, dilation)
+    got = conv.forward_channels_last(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # the output is (B, L, C) in memory: what the next channels-last layer takes without a copy
+    assert got.stride()[1] == 1
+
+
+def test_channels_last_transposed_conv_equals_torch_transposed_conv():
+    from models.conv import ConvTranspose1d
+    torch.manual_seed(0)
+    upsample = ConvTranspose1d(8, 8, kernel_size=5, stride=5)
+    x = torch.randn(3, 8, 24)
+    expected = F.conv_transpose1d(x, upsample.weight, upsample.bias, stride=5)
+    torch.testing.assert_close(upsample.forward_channels_last(x), expected, rtol=1e-5, atol=1e-5)
+    assert expected.shape == (3, 8, 120)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_cnn_reconstruction_equals_the_channels_first_cpu_model():
+    config = load_config(REPO / "configs" / "DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json", [])
+    torch.manual_seed(0)
+    backbone = build_model(config).backbone.eval()
+    x = torch.randn(4, 1, 3000) * 3
+    tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        with torch.no_grad():
+            expected_reconstruction, expected_latent = backbone.reconstruct(x)
+            reconstruction, latent = backbone.cuda().reconstruct(x.cuda())
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    torch.testing.assert_close(latent.cpu(), expected_latent, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(reconstruction.cpu(), expected_reconstruction, rtol=1e-4, atol=1e-4)

@@ -81,7 +81,9 @@ def _resample_spectrum(X: torch.Tensor, n_in, n_out) -> torch.Tensor:
     bins above m // 2 (m = min(n_in, n_out)) cleared, the unpaired bin m // 2 (m even, n_in != n_out)
     doubled when down-sampling and halved when up-sampling, all scaled by n_out / n_in. n_in and
     n_out: ints or integer tensors broadcasting against X's leading dims (..., 1)."""
-    n_in, n_out = (torch.as_tensor(n, device=X.device) for n in (n_in, n_out))
+    # torch.full fills on the device; torch.as_tensor of an int would copy from the host, which a CUDA
+    # graph cannot capture
+    n_in, n_out = (n if torch.is_tensor(n) else torch.full((), n, device=X.device) for n in (n_in, n_out))
     k = torch.arange(X.shape[-1], device=X.device)
     m = torch.minimum(n_in, n_out)
     unpaired = (k == m // 2) & (m % 2 == 0) & (n_in != n_out)

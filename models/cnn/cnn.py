@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.conv import Conv1d, ConvTranspose1d
 from utils import Field
 
 ACTIVATIONS = {"prelu": nn.PReLU, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
@@ -76,7 +77,7 @@ class ConvBlock(nn.Module):
         super().__init__()
         modules = []
         for i in range(layers):
-            modules += [nn.Conv1d(in_channels if i == 0 else out_channels, out_channels, kernel_size,
+            modules += [Conv1d(in_channels if i == 0 else out_channels, out_channels, kernel_size,
                                   padding="same", bias=conv_bias), nn.BatchNorm1d(out_channels)]
             if i < layers - 1:
                 modules.append(ACTIVATIONS[activation]())
@@ -114,7 +115,7 @@ class ConvDecoder(nn.Module):
     def __init__(self, blocks: list[ConvBlock], widths: list[int], pool_sizes: list[int]):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-        self.upsample = nn.ModuleList(nn.ConvTranspose1d(w, w, kernel_size=p, stride=p)
+        self.upsample = nn.ModuleList(ConvTranspose1d(w, w, kernel_size=p, stride=p)
                                       for w, p in zip(widths[1:], pool_sizes))
 
     def forward(self, c5: torch.Tensor, lengths: list[int]) -> torch.Tensor:
