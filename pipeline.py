@@ -28,20 +28,25 @@ from utils import fold_name
 
 @contextmanager
 def timed(times: dict | None, stage: str):
-    """Add the block's wall time (s) to times[stage]; device work is synchronised by the stage itself."""
+    """Add the block's wall time (s) to times[stage], also when it raises (a paused training); device work is
+    synchronised by the stage itself."""
     started = time.perf_counter()
-    yield
-    if times is not None:
-        times[stage] = times.get(stage, 0.0) + time.perf_counter() - started
+    try:
+        yield
+    finally:
+        if times is not None:
+            times[stage] = times.get(stage, 0.0) + time.perf_counter() - started
 
 
 def run_fold(config: dict, fold: int, device, resume: bool = False, distributed: Distributed = Distributed(),
-             times: dict | None = None) -> dict[str, dict]:
-    """Pretrain, embed and probe one fold; {probe kind: test metrics} (empty on the other DDP ranks)."""
+             times: dict | None = None, deadline: float | None = None) -> dict[str, dict]:
+    """Pretrain, embed and probe one fold; {probe kind: test metrics} (empty on the other DDP ranks).
+    `deadline`: see training.engine.train_fold (TrainingPaused propagates; nothing is embedded then)."""
     with timed(times, "data_load"):
         data = load_fold(config["data"], fold)
     with timed(times, "pretraining"):
-        best_path = train_fold(config, fold, device, resume=resume, distributed=distributed, data=data)
+        best_path = train_fold(config, fold, device, resume=resume, distributed=distributed, data=data,
+                               deadline=deadline)
     if not distributed.is_main:
         return {}
     with timed(times, "embedding"):

@@ -2,6 +2,8 @@
 
     python benchmarks/bench_pipeline.py --config configs/DLPROJ_pretrain_CRL_CNN_Attention_Sleep-EDF-2018.json \
         --fold 1 --gpu 0 --set data.root_dir=/data/npz --json pipeline_CRL_CNN_Attention.json
+    python benchmarks/bench_pipeline.py ... --workdir W --stop-after 480   # pauses at the first validation after
+    python benchmarks/bench_pipeline.py ... --workdir W --resume           # 480 s (exit 3); then continues, any machine
     python benchmarks/bench_pipeline.py --project pipeline_CRL_CNN_Attention.json pipeline_Hybrid_Transformer.json
     python benchmarks/bench_pipeline.py --config configs/demo/DEMO_CRL_CNN.json --gpu cpu --max-epochs 1 \
         --set trainer.max_steps_per_epoch=2                       # CPU smoke test on the demo data
@@ -21,6 +23,12 @@ of yours is touched. Stages:
 It also measures validation memory on one validation batch of trainer.val_batch_size, with the encoder
 seeing the whole batch at once (before issue 15) and in chunks of the training batch (now), and the loss
 of both. The projection multiplies the mean cost of a fold over the given JSON files by 9 configs x 10 folds.
+
+A run to early stopping can outlast a time-limited call (a 10-minute device call, a SLURM job). With
+--stop-after it pauses after a validation and saves the engine's resume state, and --resume continues it in
+the same --workdir (copied to another machine if need be). Training and validation then add up over the
+segments (SEGMENTS). Data load and compilation count once, as a single run pays them; what each resumption
+paid again is reported as resume_overhead_s and left out of the total.
 """
 from __future__ import annotations
 
@@ -38,7 +46,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from utils import InputError  # noqa: E402 (after the path insert)
+
 TABLE_RUNS = 9 * 10  # configs x folds of the seed table
+PAUSED_EXIT_STATUS = 3  # the run paused at --stop-after; --resume continues it
+SEGMENTS = "bench_segments.json"  # in --workdir: one entry per invocation (a paused one, then its resumptions)
 STAGES = ("data_load", "compile", "training", "validation", "embedding", "probe_linear", "probe_mlp", "latent_eval")
 
 
@@ -69,12 +81,14 @@ def validation_memory(config: dict, data, device) -> dict:
     return result
 
 
-def run(args) -> dict:
+def run(args) -> dict | None:
+    """The report of the finished run, or None when this segment paused at --stop-after (see SEGMENTS)."""
     import pipeline
     from dset.loader import load_fold
     from latent_space_evaluation.evaluate import evaluate_run
     from training.checkpoint import checkpoint_dir, embeddings_path
     from training.config import load_config
+    from training.engine import TrainingPaused
     from utils import fold_name, select_device
 
     overrides = list(args.set) + ([f"trainer.max_epochs={args.max_epochs}"] if args.max_epochs else [])
@@ -83,29 +97,56 @@ def run(args) -> dict:
         config["data"][key] = str(Path(config["data"][key]).resolve())
     device = select_device(args.gpu)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_pipeline_"))
+    ledger = workdir / SEGMENTS
+    if args.resume and not ledger.is_file():
+        raise InputError(f"--resume: {ledger} does not exist; there is no paused run in {workdir} to continue")
+    if not args.resume and (ledger.is_file() or (workdir / "checkpoints").exists()):
+        raise InputError(f"{workdir} already holds a run; --resume continues it, or give another --workdir")
     workdir.mkdir(parents=True, exist_ok=True)
+    segments = json.loads(ledger.read_text()) if args.resume else []
+    if segments and not segments[-1]["paused"]:
+        raise InputError(f"--resume: the run in {workdir} is complete (see {ledger}); there is nothing to continue")
+    deadline = time.monotonic() + args.stop_after if args.stop_after is not None else None
     here = os.getcwd()
     os.chdir(workdir)
     try:
         times, started = {}, time.perf_counter()
-        scores = pipeline.run_fold(config, args.fold, device, times=times)
-        t0 = time.perf_counter()
-        evaluate_run([embeddings_path(config, args.fold)], config["exp_name"],
-                     Path("results") / config["exp_name"] / "latent", 10_000, 5_000, 0, progress=lambda line: None)
-        times["latent_eval"] = time.perf_counter() - t0
-        wall = time.perf_counter() - started
+        try:
+            scores = pipeline.run_fold(config, args.fold, device, resume=args.resume, times=times, deadline=deadline)
+        except TrainingPaused as paused:
+            print(paused)
+            scores = None
         train = json.loads((checkpoint_dir(config) / f"train_{fold_name(args.fold)}.json").read_text())
-        memory = validation_memory(config, load_fold(config["data"], args.fold), device)
+        segment = {"date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "paused": scores is None,
+                   "data_load": times["data_load"], "compile": train["first_step_seconds"],
+                   "training": times["pretraining"] - train["first_step_seconds"] - train["validation_seconds"],
+                   "validation": train["validation_seconds"], "epochs_completed": train["epochs_completed"],
+                   "steps": train["steps"], "train_samples_per_s": train["train_samples_per_s"]}
+        if scores is not None:
+            t0 = time.perf_counter()
+            evaluate_run([embeddings_path(config, args.fold)], config["exp_name"],
+                         Path("results") / config["exp_name"] / "latent", 10_000, 5_000, 0, progress=lambda line: None)
+            times["latent_eval"] = time.perf_counter() - t0
+            memory = validation_memory(config, load_fold(config["data"], args.fold), device)
+        segment["wall_s"] = time.perf_counter() - started
+        segments.append(segment)
+        ledger.write_text(json.dumps(segments, indent=2))
     finally:
         os.chdir(here)
-    stages = {"data_load": times["data_load"], "compile": train["first_step_seconds"],
-              "training": times["pretraining"] - train["first_step_seconds"] - train["validation_seconds"],
-              "validation": train["validation_seconds"], "embedding": times["embedding"],
-              **{k: v for k, v in times.items() if k.startswith("probe_")}, "latent_eval": times["latent_eval"]}
+    if scores is None:
+        return None
+    first, resumed = segments[0], segments[1:]
+    stages = {"data_load": first["data_load"], "compile": first["compile"],
+              "training": sum(s["training"] for s in segments), "validation": sum(s["validation"] for s in segments),
+              "embedding": times["embedding"], **{k: v for k, v in times.items() if k.startswith("probe_")},
+              "latent_eval": times["latent_eval"]}
+    resume_overhead = sum(s["data_load"] + s["compile"] for s in resumed)  # a single run would not pay it
     return {"config": config["exp_name"], "source": args.config, "fold": args.fold, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "overrides": overrides, "date": time.strftime("%Y-%m-%d", time.gmtime()),
-            "stages_s": stages, "total_s": wall, "training": train, "validation_memory": memory,
+            "stages_s": stages, "total_s": sum(s["wall_s"] for s in segments) - resume_overhead,
+            "segments": segments, "resume_overhead_s": resume_overhead, "training": train,
+            "validation_memory": memory,
             "probe_metrics": {kind: {k: s[k] for k in ("accuracy", "macro_f1", "kappa")} for kind, s in scores.items()},
             "workdir": str(workdir)}
 
@@ -119,6 +160,9 @@ def print_report(report: dict) -> None:
     for stage, seconds in report["stages_s"].items():
         print(f"| {stage} | {seconds:.1f} | {100 * seconds / report['total_s']:.0f} % |")
     print(f"| total | {report['total_s']:.1f} | |")
+    if len(report["segments"]) > 1:
+        print(f"trained in {len(report['segments'])} segments (--stop-after, --resume); each resumption's data load "
+              f"and compilation, {report['resume_overhead_s']:.1f} s in all, are left out of the total")
     for mode, m in report["validation_memory"].items():
         peak = "-" if m["peak_gpu_memory_gb"] is None else f"{m['peak_gpu_memory_gb']:.2f} GB"
         print(f"validation batch, encoder {mode}: loss {m['loss']:.6f}, peak {peak}")
@@ -144,6 +188,10 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, help="cap trainer.max_epochs (smoke tests; default: as shipped)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--workdir", help="where checkpoints/, logs/, results/ go (default: a new temporary folder)")
+    parser.add_argument("--stop-after", type=float, metavar="SECONDS",
+                        help="pause training at the first validation after SECONDS (a time-limited device call or "
+                             "job); exits with status 3, and --resume continues")
+    parser.add_argument("--resume", action="store_true", help="continue the paused run in --workdir")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--project", nargs="+", type=Path, metavar="JSON",
                         help="project the 9 x 10 table from these reports instead of running")
@@ -152,8 +200,16 @@ def main() -> None:
         parser.error("give --config (run one fold) or --project REPORT.json ...")
 
     reports = [json.loads(path.read_text()) for path in args.project or []]
+    if args.resume and not args.workdir:
+        parser.error("--resume needs the --workdir of the paused run")
     if args.config:
-        report = run(args)
+        try:
+            report = run(args)
+        except InputError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        if report is None:
+            print(f"paused; continue with the same command plus --resume (workdir {args.workdir})")
+            raise SystemExit(PAUSED_EXIT_STATUS)
         print_report(report)
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))

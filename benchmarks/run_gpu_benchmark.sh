@@ -8,7 +8,8 @@
 #   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
 #   bash benchmarks/run_gpu_benchmark.sh probe        # bench_probe.py: probe time before/after on 164k x 128 latents
 #   CONFIG=Hybrid_Transformer bash benchmarks/run_gpu_benchmark.sh pipeline   # bench_pipeline.py: one config,
-#                                                     # fold 1, to early stopping, every stage timed (issue 15)
+#                                                     # fold 1, to early stopping, every stage timed (issue 15);
+#                                                     # pauses after STOP_AFTER s and resumes in the next call
 #   bash benchmarks/run_gpu_benchmark.sh ddp          # (2 GPUs) DDP scaling and loss match, CRL CNN_Attention + Hybrid CNN
 #   bash benchmarks/run_gpu_benchmark.sh probes       # (issue 16) linear, MLP and context probes on the same latents
 #                                                     # of CRL CNN_Attention and MP CNN (quality budget), fit times
@@ -100,11 +101,19 @@ probe)
   python3 benchmarks/bench_probe.py --gpu 0 --json "$OUT/bench_probe.json" 2>/dev/null | tee "$OUT/bench_probe.txt"
   ;;
 pipeline)
-  # The shipped settings, trained to early stopping; the scratch run stays in /tmp/pipeline for inspection.
-  cfg=${CONFIG:-CRL_CNN_Attention}
-  timeout ${LIMIT:-590} python3 benchmarks/bench_pipeline.py --config configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json \
-    --fold 1 --gpu 0 --set data.root_dir=$DATA --workdir /tmp/pipeline --json "$OUT/pipeline_$cfg.json" 2>&1 \
+  # The shipped settings, trained to early stopping; the scratch run stays in $WORKDIR for inspection. A run
+  # longer than one call pauses after STOP_AFTER seconds (exit 3) and leaves $OUT/pipeline_workdir_$cfg.tgz:
+  # copy it to .carry/ and carry .carry into the next call, which unpacks it and resumes.
+  cfg=${CONFIG:-CRL_CNN_Attention}; work=${WORKDIR:-/tmp/pipeline}; resume=""
+  if [ -f .carry/pipeline_workdir_$cfg.tgz ] && [ ! -d "$work" ]; then
+    mkdir -p "$work" && tar xzf .carry/pipeline_workdir_$cfg.tgz -C "$work"
+  fi
+  [ -f "$work/bench_segments.json" ] && resume="--resume"
+  python3 benchmarks/bench_pipeline.py --config configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json --fold 1 --gpu 0 \
+    --set data.root_dir=$DATA --workdir "$work" --stop-after ${STOP_AFTER:-420} $resume --json "$OUT/pipeline_$cfg.json" 2>&1 \
     | grep -v "it/s" | tail -30 | tee "$OUT/pipeline_$cfg.txt"
+  [ "${PIPESTATUS[0]}" = 3 ] && tar czf "$OUT/pipeline_workdir_$cfg.tgz" -C "$work" --exclude="embeddings_*" . \
+    && echo "paused: $OUT/pipeline_workdir_$cfg.tgz holds the run; copy it to .carry/ for the next call"
   ;;
 ddp)
   # Issue 8, on 2 GPUs: samples/s on 1 GPU vs 2 GPUs at the same per-GPU batch (128; global 256), and the

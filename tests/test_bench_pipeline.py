@@ -34,3 +34,40 @@ def test_one_fold_end_to_end_on_cpu_times_every_stage(tmp_path, monkeypatch):
     assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-5)
     assert (tmp_path / "scratch" / "checkpoints" / "test_CRL_CNN" / "embeddings_fold-01.pt").is_file()
     assert not (tmp_path / "checkpoints").exists()  # the run stays in its scratch folder
+
+
+def test_a_paused_run_resumes_and_counts_data_load_and_compile_once(tmp_path, monkeypatch):
+    npz_dir, splits = write_tiny_dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    config = make_config((tmp_path, npz_dir, splits), "MP")
+    scratch, out = tmp_path / "scratch", tmp_path / "report.json"
+    command = ["bench_pipeline.py", "--config", str(config), "--gpu", "cpu", "--max-epochs", "2",
+               "--set", "trainer.val_period=0", "--workdir", str(scratch), "--json", str(out)]
+
+    monkeypatch.setattr(sys, "argv", command + ["--stop-after", "0"])
+    with pytest.raises(SystemExit) as paused:
+        bench_pipeline.main()
+    assert paused.value.code == bench_pipeline.PAUSED_EXIT_STATUS and not out.exists()
+    first = json.loads((scratch / bench_pipeline.SEGMENTS).read_text())
+    assert len(first) == 1 and first[0]["paused"] and first[0]["epochs_completed"] == 1
+
+    monkeypatch.setattr(sys, "argv", command)  # the same workdir without --resume: refused, nothing touched
+    with pytest.raises(SystemExit, match="already holds a run"):
+        bench_pipeline.main()
+
+    monkeypatch.setattr(sys, "argv", command + ["--resume"])
+    bench_pipeline.main()
+    report = json.loads(out.read_text())
+    segments = report["segments"]
+    assert [s["paused"] for s in segments] == [True, False] and report["training"]["epochs_completed"] == 2
+    assert report["stages_s"]["training"] == pytest.approx(segments[0]["training"] + segments[1]["training"])
+    assert report["stages_s"]["compile"] == segments[0]["compile"]
+    assert report["resume_overhead_s"] == pytest.approx(segments[1]["data_load"] + segments[1]["compile"])
+    assert report["total_s"] == pytest.approx(segments[0]["wall_s"] + segments[1]["wall_s"] - report["resume_overhead_s"])
+
+
+def test_resume_without_a_paused_run_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--config", "configs/demo/DEMO_MP_CNN.json", "--gpu", "cpu",
+                                      "--workdir", str(tmp_path / "empty"), "--resume"])
+    with pytest.raises(SystemExit, match="no paused run"):
+        bench_pipeline.main()

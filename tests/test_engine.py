@@ -3,16 +3,18 @@ uninterrupted run, NaN stops cleanly, test subjects never reach the loop, DDP ma
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.utils._python_dispatch
 
 import pipeline
 from training.config import load_config
-from training.engine import TrainingDiverged, train_fold
+from training.engine import TrainingDiverged, TrainingPaused, train_fold
 from training.paradigms import PARADIGMS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +128,23 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeyp
     with pytest.raises(KeyboardInterrupt):
         train_fold(config, 1, "cpu")
     monkeypatch.setattr(PARADIGMS["MP"], "loss", original)
+    train_fold(config, 1, "cpu", resume=True)
+    resumed, resumed_state = _final_weights(config)
+    assert resumed_state["global_step"] == reference_state["global_step"]
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_passed_deadline_pauses_after_the_next_validation_and_resume_finishes_the_same_run(workdir):
+    config = load_config(make_config(workdir, "MP", max_epochs=3, val_period=0))  # validation once per epoch
+    train_fold(config, 1, "cpu")
+    reference, reference_state = _final_weights(config)
+
+    config["exp_name"] = "paused"
+    with pytest.raises(TrainingPaused, match=r"\(1 epochs complete\)"):
+        train_fold(config, 1, "cpu", deadline=time.monotonic())
+    summary = json.loads(Path("checkpoints/paused/train_fold-01.json").read_text())
+    assert summary["paused"] and not summary["stopped_early"] and summary["epochs_completed"] == 1
     train_fold(config, 1, "cpu", resume=True)
     resumed, resumed_state = _final_weights(config)
     assert resumed_state["global_step"] == reference_state["global_step"]
@@ -426,3 +445,34 @@ def test_chunked_validation_does_not_recompile_the_training_step(monkeypatch):
         objective(x, None)
     model.train()
     compiled(*views)  # raises on a recompilation
+
+
+class _HostTensorRecorder(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the operators that make a tensor from host data (torch.tensor / torch.as_tensor of Python
+    values): on CUDA each is a host-to-device copy, which CUDA-graph capture refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.lift_fresh.default:
+            self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("config_path", sorted(p.relative_to(REPO).as_posix() for p in
+                                               [*REPO.glob("configs/DLPROJ_*.json"), *REPO.glob("configs/reference/*.json")]))
+def test_a_training_step_makes_no_tensor_from_host_data(config_path):
+    """What CUDA-graph capture needs of the step, checked on CPU for every config. The reference twins'
+    FFT resampling once made two per step, so their runs fell back to eager steps on the GPU."""
+    config = load_config(REPO / config_path, [])
+    torch.manual_seed(0)
+    from models.main_model import build_model
+    from training.engine import build_objective
+    objective = build_objective(config, build_model(config))
+    x, y = torch.randn(4, 1, 3000), torch.randint(0, 5, (4,))
+    with _HostTensorRecorder() as recorder:
+        loss, _ = objective(x, y)
+        loss.backward()
+    assert not recorder.seen

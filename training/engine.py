@@ -47,6 +47,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoints are left as they were."""
 
 
+class TrainingPaused(RuntimeError):
+    """The deadline passed; training stopped after a validation, with its resume state saved."""
+
+
 @dataclass(frozen=True)
 class Distributed:
     """Process layout: one process per GPU under torchrun, else a single process."""
@@ -196,10 +200,12 @@ def chunked_backbone(backbone: nn.Module, chunk: int):
 
 
 def train_fold(config: dict, fold: int, device, resume: bool = False, distributed: Distributed = Distributed(),
-               data=None) -> Path:
+               data=None, deadline: float | None = None) -> Path:
     """Pretrain on one fold; returns the path of the best checkpoint (see module docstring).
 
     `data`: the fold's FoldData when the caller has loaded it already, else it is loaded here.
+    `deadline` (a time.monotonic() value, one process only): at the first validation after it, save the
+    resume state and raise TrainingPaused; `resume=True` continues from there.
     """
     t = config["trainer"]
     device = torch.device(device)
@@ -219,6 +225,8 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
     if global_batch % world:
         raise InputError(f"trainer.batch_size={global_batch} must be divisible by the {world} processes")
     local_batch = global_batch // world
+    if deadline is not None and world > 1:
+        raise ValueError("a training deadline needs a single process (the ranks would disagree on the time)")
     steps_per_epoch = len(x_train) // global_batch
     if t["max_steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, t["max_steps_per_epoch"])
@@ -304,7 +312,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
     graphed = None
     first_bad_step = torch.tensor(-1, device=device)
     running = {}
-    samples_seen, train_seconds, stopped_early = 0, 0.0, False
+    samples_seen, train_seconds, stopped_early, paused = 0, 0.0, False, False
     timing = {"first_step_seconds": None, "validation_seconds": 0.0}
     peaks = {"training": 0.0, "validation": 0.0}
 
@@ -377,9 +385,12 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
                     if state["stale"] >= t["early_stopping_patience"]:
                         stopped_early = True
                         break
+                    if deadline is not None and time.monotonic() >= deadline and state["epoch"] < t["max_epochs"]:
+                        paused = True
+                        break
                 interval_start, interval_samples = time.perf_counter(), 0
         state["step_in_epoch"] = 0
-        if stopped_early:
+        if stopped_early or paused:
             break
 
     # ------------------------------------------------------------------ after training
@@ -389,13 +400,16 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
         track_peak("training")
         summary = {"exp_name": config["exp_name"], "fold": fold, "device": str(device), "world_size": world,
                    "global_batch": global_batch, "steps": state["global_step"], "epochs_completed": state["epoch"],
-                   "stopped_early": stopped_early, "best_val_loss": state["best_val"],
+                   "stopped_early": stopped_early, "paused": paused, "best_val_loss": state["best_val"],
                    "train_samples_per_s": samples_seen / train_seconds if train_seconds else None,
                    "wall_seconds": time.perf_counter() - wall_start, **timing,
                    "peak_gpu_memory_gb": max(peaks.values()) if device.type == "cuda" else None,
                    **{f"peak_{phase}_gpu_memory_gb": gb if device.type == "cuda" else None for phase, gb in peaks.items()}}
         atomic_write_bytes(run_dir / f"train_{name}.json", json.dumps(summary, indent=2).encode())
         writer.close()
+    if paused:
+        raise TrainingPaused(f"{config['exp_name']} {name}: paused at the deadline after step {state['global_step']} "
+                             f"({state['epoch']} epochs complete); the resume state is {last_path}")
     return best_path
 
 
