@@ -5,6 +5,7 @@
     ... --variant ncl         # torch.nn's Conv1d: (B, C, L) contiguous; cuDNN converts to NHWC and back
     ... --variant force       # ncl with inductor's layout optimisation forced on
     ... --variant cl+mmup     # and the kernel = stride transposed convolution as one matmul
+    ... --variant cl+prelu_c  # and PReLU's one weight expanded per channel (its gradient's reduction, not measured yet)
 
 Same pieces as profile_train.py (torch.compile of the loss, CUDA-graph replay, random µV-scale data);
 prints one JSON line: samples/s over --steps unprofiled steps after --warmup, and the top kernels.
@@ -23,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def transposed_conv_as_matmul(self: nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
@@ -37,13 +39,20 @@ def transposed_conv_as_matmul(self: nn.ConvTranspose1d, x: torch.Tensor) -> torc
     return y.transpose(1, 2)
 
 
+def prelu_per_channel(self: nn.PReLU, x: torch.Tensor) -> torch.Tensor:
+    """The single-weight PReLU with its weight expanded to one per channel: the same function, but its
+    weight gradient reduces per channel first (B L per channel, like BatchNorm's sums), then over channels."""
+    weight = self.weight.expand(x.shape[1]) if self.num_parameters == 1 else self.weight
+    return F.prelu(x, weight)
+
+
 def apply_variant(variant: str) -> None:
     """Patch the CNN's layers (models/conv.py) into the variant's implementation, before the model is built."""
     from models import conv
     parts = set(variant.split("+"))
-    unknown = parts - {"ncl", "force", "cl", "mmup"}
+    unknown = parts - {"ncl", "force", "cl", "mmup", "prelu_c"}
     if unknown or len(parts & {"ncl", "force", "cl"}) != 1:
-        raise SystemExit(f"variant {variant!r}: one of ncl, force, cl, optionally +mmup")
+        raise SystemExit(f"variant {variant!r}: one of ncl, force, cl, optionally +mmup, +prelu_c")
     if parts & {"ncl", "force"}:  # torch.nn's channels-first layers
         conv.Conv1d.forward, conv.ConvTranspose1d.forward = nn.Conv1d.forward, nn.ConvTranspose1d.forward
     if "force" in parts:
@@ -51,6 +60,8 @@ def apply_variant(variant: str) -> None:
         inductor_config.force_layout_optimization = True
     if "mmup" in parts:
         conv.ConvTranspose1d.forward = transposed_conv_as_matmul
+    if "prelu_c" in parts:
+        nn.PReLU.forward = prelu_per_channel
 
 
 def main() -> None:

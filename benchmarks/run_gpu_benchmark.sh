@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/run_gpu_benchmark.sh models       # bench_models.py and bench_augment.py on the GPU
 #   bash benchmarks/run_gpu_benchmark.sh throughput   # the configs' samples/s (PATTERN, MODES), CUDA tests, PROFILE
+#   bash benchmarks/run_gpu_benchmark.sh layouts      # bench_cnn_layouts.py: the CNN step's layout variants (RUNS)
 #   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS x STEPS mini-batches + probe) on fold 1,
 #                                                     # baselines, latent evaluation, summary tables
 #   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
@@ -59,6 +60,20 @@ throughput)
     timeout 150 python3 benchmarks/profile_train.py --config configs/DLPROJ_pretrain_${PROFILE}_Sleep-EDF-2018.json \
       --gpu 0 --steps 40 --rows 25 2>&1 | tail -32 | tee "$OUT/profile_$PROFILE.txt" | grep -E "ms/step|GPU kernel"
   fi
+  ;;
+layouts)
+  # bench_cnn_layouts.py: the CNN step under layout variants (RUNS="config:variant ..."). One process per run
+  # fills the inductor cache in parallel, then the timed runs go one after another, alone on the GPU.
+  RUNS=${RUNS:-"MP_CNN:ncl MP_CNN:cl MP_CNN:cl+prelu_c MP_CNN_Attention:cl MP_CNN_Attention:cl+prelu_c"}
+  for r in $RUNS; do
+    timeout 300 python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
+      --variant ${r#*:} --steps 3 --warmup 3 --rows 0 > /dev/null 2>&1 &
+  done
+  while pgrep -f bench_cnn_layouts.py > /dev/null; do sleep 3; done
+  for r in $RUNS; do
+    timeout 90 python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
+      --variant ${r#*:} 2>/dev/null | tee -a "$OUT/layouts.jsonl"
+  done
   ;;
 quality)
   # Equal budget for every config: EPOCHS x STEPS mini-batches of 128 on fold 1, then the probe (linear);
