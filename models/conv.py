@@ -5,7 +5,8 @@ input to NHWC and every output back, and on the H200 those conversions took 36 %
 GPU time. These layers run as (B, C, 1, L) 2-d convolutions in the channels-last format instead, so
 activations stay (B, L, C) in memory from layer to layer, and torch.compile keeps that layout through
 BatchNorm, activation and pooling. Measured with `benchmarks/bench_cnn_layouts.py` (H200, bf16, batch 128):
-MP CNN 16.6k -> 20.5k samples/s, MP CNN_Attention 14.9k -> 18.0k, Hybrid CNN 9.6k -> 11.9k.
+MP CNN 16.6k -> 20.5k samples/s; MP CNN_Attention 14.9k -> 18.0k and Hybrid CNN 9.6k -> 11.9k (those two with
+the transposed convolution as a matmul, which on MP CNN made no difference).
 On CPU the channels-last path was slower (demo MP CNN step 0.33 -> 0.42 s), so there they are nn's layers.
 """
 from __future__ import annotations
