@@ -7,8 +7,8 @@
     ... --variant cl+mmup     # and the kernel = stride transposed convolution as one matmul
     ... --variant cl+prelu_c  # and PReLU's one weight expanded per channel (its gradient's reduction, not measured yet)
 
-Same pieces as profile_train.py (torch.compile of the loss, CUDA-graph replay, random µV-scale data);
-prints one JSON line: samples/s over --steps unprofiled steps after --warmup, and the top kernels.
+The step is profile_train.synthetic_training's: the engine's own (torch.compile of the loss, CUDA-graph replay)
+on random µV-scale data. Prints one JSON line: samples/s over --steps unprofiled steps after --warmup, and the top kernels.
 The variants change how each layer runs, never what it computes (same weights, same outputs).
 """
 from __future__ import annotations
@@ -76,32 +76,15 @@ def main() -> None:
     args = parser.parse_args()
     apply_variant(args.variant)
 
-    from models.main_model import build_model
+    from benchmarks.profile_train import synthetic_training
     from training.config import load_config
-    from training.engine import GraphedStep, build_objective, make_optimizer, standardised_batch, use_fast_cuda_kernels
     from utils import select_device
 
     config = load_config(args.config, args.overrides)
     device = select_device(args.gpu)
-    use_fast_cuda_kernels()
     t = config["trainer"]
-    torch.manual_seed(0)
-    model = build_model(config).to(device)
-    objective = build_objective(config, model, compile=t["compile"])
-    optimizer = make_optimizer(config, model, capturable=True)
-    x = torch.randn(20_000, 3000, device=device) * 30
-    y = torch.randint(0, 5, (20_000,), device=device)
-    norm = {"mean": 0.0, "std": 30.0}
-    first = torch.arange(t["batch_size"], device=device)
     started = time.perf_counter()
-    step = GraphedStep(objective, optimizer, model, standardised_batch(x, first, norm), y[first], t["amp"], t["grad_clip"])
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (t["batch_size"],), device=device)
-            step(standardised_batch(x, idx, norm), y[idx])
-        torch.cuda.synchronize()
-
+    run = synthetic_training(config, device)
     run(args.warmup)
     setup_s = time.perf_counter() - started
     started = time.perf_counter()

@@ -127,10 +127,11 @@ def run(args) -> dict | None:
             evaluate_run([embeddings_path(config, args.fold)], config["exp_name"],
                          Path("results") / config["exp_name"] / "latent", 10_000, 5_000, 0, progress=lambda line: None)
             times["latent_eval"] = time.perf_counter() - t0
-            memory = validation_memory(config, load_fold(config["data"], args.fold), device)
         segment["wall_s"] = time.perf_counter() - started
         segments.append(segment)
         ledger.write_text(json.dumps(segments, indent=2))
+        if scores is not None:  # a measurement of its own, outside the run's wall time
+            memory = validation_memory(config, load_fold(config["data"], args.fold), device)
     finally:
         os.chdir(here)
     if scores is None:

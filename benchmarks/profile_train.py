@@ -13,35 +13,25 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--gpu", default="0")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--rows", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=30, help="steps before timing (autotuning, compilation)")
-    args = parser.parse_args()
-
+def synthetic_training(config: dict, device) -> Callable[[int], None]:
+    """run(steps): `steps` of the engine's own train_step on random µV-scale data resident on `device` (the
+    paradigm's objective, compiled and captured as a CUDA graph where the config says so), synchronised."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
 
     from models.main_model import build_model
-    from training.config import load_config
     from training.engine import (GraphedStep, build_objective, make_optimizer, standardised_batch, train_step,
                                  use_fast_cuda_kernels)
-    from utils import select_device
 
-    config = load_config(args.config, args.overrides)
-    device = select_device(args.gpu)
     if device.type == "cuda":
         use_fast_cuda_kernels()
     t = config["trainer"]
+    torch.manual_seed(0)
     model = build_model(config).to(device)
     objective = build_objective(config, model, compile=t["compile"] and device.type == "cuda")
     use_graphs = t["cuda_graphs"] and device.type == "cuda"
@@ -61,6 +51,29 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--gpu", default="0")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=30, help="steps before timing (autotuning, compilation)")
+    args = parser.parse_args()
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from training.config import load_config
+    from utils import select_device
+
+    config = load_config(args.config, args.overrides)
+    device = select_device(args.gpu)
+    t = config["trainer"]
+    use_graphs = t["cuda_graphs"] and device.type == "cuda"
+    run = synthetic_training(config, device)
     run(args.warmup)
     started = time.perf_counter()
     run(args.steps)

@@ -13,8 +13,9 @@ import torch.multiprocessing as mp
 import torch.utils._python_dispatch
 
 import pipeline
+from models.main_model import build_model
 from training.config import load_config
-from training.engine import TrainingDiverged, TrainingPaused, train_fold
+from training.engine import TrainingDiverged, TrainingPaused, build_objective, train_fold
 from training.paradigms import PARADIGMS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,8 +209,6 @@ def test_standardise_false_feeds_the_raw_microvolts_and_stores_the_identity(work
 
 
 def test_crl_encodes_both_views_as_one_batch(workdir):
-    from models.main_model import build_model
-    from training.engine import build_objective
 
     config = load_config(make_config(workdir, "CRL"))
     model = build_model(config)
@@ -221,8 +220,6 @@ def test_crl_encodes_both_views_as_one_batch(workdir):
 
 
 def test_compiled_loss_runs_training_steps_and_validation_stays_eager(workdir, monkeypatch):
-    from models.main_model import build_model
-    from training.engine import build_objective
 
     calls = []
 
@@ -259,7 +256,6 @@ def test_real_compile_on_cpu_gives_the_eager_losses(monkeypatch):
     slow for CI; test_cuda_compiled_graphed_steps_follow_eager_steps covers it on a GPU."""
     from torch._dynamo.backends.registry import lookup_backend
 
-    from models.main_model import build_model
     from training.engine import build_objective, make_optimizer, train_step
 
     graphs = []
@@ -337,7 +333,6 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(workdir)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_steps_equal_eager_steps():
     """A replayed graph trains exactly like eager steps (supervised CNN: no randomness, dropout off)."""
-    from models.main_model import build_model
     from training.engine import GraphedStep, build_objective, make_optimizer, train_step
 
     config = load_config(REPO / "configs" / "demo" / "DEMO_MP_CNN.json", ["ssl.type=Supervised", "backbone.params.dropout=0.0"])
@@ -364,7 +359,6 @@ def test_cuda_compiled_graphed_steps_follow_eager_steps(monkeypatch):
     randomness, dropout off, full fp32). Adam's eps is raised to 1 so that an update is proportional to
     its gradient: with the usual eps, Adam turns rounding noise on near-zero gradients into full-size
     steps (measured on the H100: two identical eager runs already differ by 6 % in their updates)."""
-    from models.main_model import build_model
     from training.engine import GraphedStep, build_objective, make_optimizer, train_step
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
@@ -390,7 +384,6 @@ def test_cuda_compiled_graphed_steps_follow_eager_steps(monkeypatch):
 
 @pytest.mark.parametrize("paradigm", ["CRL", "MP", "Hybrid"])
 def test_chunked_validation_loss_equals_the_unchunked_loss(paradigm):
-    from models.main_model import build_model
     from training.engine import build_objective, chunked_backbone
 
     config = load_config(REPO / "configs" / "demo" / "DEMO_Hybrid_CNN.json", [f"ssl.type={paradigm}"])
@@ -428,7 +421,6 @@ def test_chunked_validation_does_not_recompile_the_training_step(monkeypatch):
     """chunked_backbone sets and deletes instance attributes; the compiled training loss must not see a change."""
     import torch._dynamo
 
-    from models.main_model import build_model
     from training.engine import build_objective, chunked_backbone
 
     config = load_config(REPO / "configs" / "demo" / "DEMO_CRL_CNN.json")
@@ -468,8 +460,6 @@ def test_a_training_step_makes_no_tensor_from_host_data(config_path):
     FFT resampling once made two per step, so their runs fell back to eager steps on the GPU."""
     config = load_config(REPO / config_path, [])
     torch.manual_seed(0)
-    from models.main_model import build_model
-    from training.engine import build_objective
     objective = build_objective(config, build_model(config))
     x, y = torch.randn(4, 1, 3000), torch.randint(0, 5, (4,))
     with _HostTensorRecorder() as recorder:
