@@ -1,11 +1,12 @@
 """Which memory layout the CNN training step should run in: the engine's own step under layout variants.
 
     python benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json --gpu 0 \
-        --variant cl          # as shipped (models/conv.py): (B, C, 1, L) channels-last 2-d convolutions
-    ... --variant ncl         # torch.nn's Conv1d: (B, C, L) contiguous; cuDNN converts to NHWC and back
-    ... --variant force       # ncl with inductor's layout optimisation forced on
-    ... --variant cl+mmup     # and the kernel = stride transposed convolution as one matmul
-    ... --variant cl+prelu_c  # and PReLU's one weight expanded per channel (its gradient's reduction, not measured yet)
+        --variant cl              # as shipped (models/conv.py): (B, C, 1, L) channels-last 2-d convolutions and
+                                  # PReLU's one weight expanded per channel
+    ... --variant ncl             # torch.nn's Conv1d: (B, C, L) contiguous; cuDNN converts to NHWC and back
+    ... --variant force           # ncl with inductor's layout optimisation forced on
+    ... --variant cl+mmup         # and the kernel = stride transposed convolution as one matmul
+    ... --variant cl+prelu_shared # torch.nn's PReLU: its weight gradient one reduction over all B x C x L elements
 
 The step is profile_train.synthetic_training's: the engine's own (torch.compile of the loss, CUDA-graph replay)
 on random µV-scale data. Prints one JSON line: samples/s over --steps unprofiled steps after --warmup, and the top kernels.
@@ -39,20 +40,13 @@ def transposed_conv_as_matmul(self: nn.ConvTranspose1d, x: torch.Tensor) -> torc
     return y.transpose(1, 2)
 
 
-def prelu_per_channel(self: nn.PReLU, x: torch.Tensor) -> torch.Tensor:
-    """The single-weight PReLU with its weight expanded to one per channel: the same function, but its
-    weight gradient reduces per channel first (B L per channel, like BatchNorm's sums), then over channels."""
-    weight = self.weight.expand(x.shape[1]) if self.num_parameters == 1 else self.weight
-    return F.prelu(x, weight)
-
-
 def apply_variant(variant: str) -> None:
     """Patch the CNN's layers (models/conv.py) into the variant's implementation, before the model is built."""
     from models import conv
     parts = set(variant.split("+"))
-    unknown = parts - {"ncl", "force", "cl", "mmup", "prelu_c"}
+    unknown = parts - {"ncl", "force", "cl", "mmup", "prelu_shared"}
     if unknown or len(parts & {"ncl", "force", "cl"}) != 1:
-        raise SystemExit(f"variant {variant!r}: one of ncl, force, cl, optionally +mmup, +prelu_c")
+        raise SystemExit(f"variant {variant!r}: one of ncl, force, cl, optionally +mmup, +prelu_shared")
     if parts & {"ncl", "force"}:  # torch.nn's channels-first layers
         conv.Conv1d.forward, conv.ConvTranspose1d.forward = nn.Conv1d.forward, nn.ConvTranspose1d.forward
     if "force" in parts:
@@ -60,8 +54,8 @@ def apply_variant(variant: str) -> None:
         inductor_config.force_layout_optimization = True
     if "mmup" in parts:
         conv.ConvTranspose1d.forward = transposed_conv_as_matmul
-    if "prelu_c" in parts:
-        nn.PReLU.forward = prelu_per_channel
+    if "prelu_shared" in parts:
+        conv.PReLU.forward = nn.PReLU.forward
 
 
 def main() -> None:

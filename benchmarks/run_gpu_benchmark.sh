@@ -64,7 +64,7 @@ throughput)
 layouts)
   # bench_cnn_layouts.py: the CNN step under layout variants (RUNS="config:variant ..."). One process per run
   # fills the inductor cache in parallel, then the timed runs go one after another, alone on the GPU.
-  RUNS=${RUNS:-"MP_CNN:ncl MP_CNN:cl MP_CNN:cl+prelu_c MP_CNN_Attention:cl MP_CNN_Attention:cl+prelu_c"}
+  RUNS=${RUNS:-"MP_CNN:ncl MP_CNN:cl+prelu_shared MP_CNN:cl MP_CNN_Attention:cl+prelu_shared MP_CNN_Attention:cl"}
   for r in $RUNS; do
     timeout 300 python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
       --variant ${r#*:} --steps 3 --warmup 3 --rows 0 > /dev/null 2>&1 &

@@ -372,6 +372,24 @@ def test_channels_last_transposed_conv_equals_torch_transposed_conv():
     assert expected.shape == (3, 8, 120)
 
 
+def test_shared_weight_prelu_computes_the_written_formula_and_its_gradient():
+    """y = max(0, x) + a min(0, x); dL/da = sum of g * min(0, x) over every element; one parameter, as nn.PReLU."""
+    from models.conv import PReLU
+    activation = PReLU()
+    with torch.no_grad():
+        activation.weight.fill_(0.3)
+    x = torch.tensor([[[-2.0, 1.0], [0.5, -1.0]], [[3.0, -0.5], [-4.0, 2.0]]], requires_grad=True)  # (B=2, C=2, L=2)
+    upstream = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]])
+    y = activation(x)
+    (y * upstream).sum().backward()
+    expected = torch.tensor([[[-0.6, 1.0], [0.5, -0.3]], [[3.0, -0.15], [-1.2, 2.0]]])
+    torch.testing.assert_close(y, expected)
+    # negative elements: -2 (g 1), -1 (g 4), -0.5 (g 6), -4 (g 7): -2 - 4 - 3 - 28 = -37
+    torch.testing.assert_close(activation.weight.grad, torch.tensor([-37.0]))
+    torch.testing.assert_close(x.grad, torch.where(x > 0, upstream, 0.3 * upstream))
+    assert [name for name, _ in activation.named_parameters()] == ["weight"] and activation.weight.numel() == 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_cnn_reconstruction_equals_the_channels_first_cpu_model():
     config = load_config(REPO / "configs" / "DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json", [])

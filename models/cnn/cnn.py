@@ -24,10 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.conv import Conv1d, ConvTranspose1d
+from models.conv import Conv1d, ConvTranspose1d, PReLU
 from utils import Field
 
-ACTIVATIONS = {"prelu": nn.PReLU, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+ACTIVATIONS = {"prelu": PReLU, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 LATENTS = ("normalized_pool", "linear")
 
 # Named architectures: a preset supplies the defaults of every parameter it lists; a config's explicit
