@@ -51,7 +51,7 @@ def run_fold(config: dict, fold: int, device, resume: bool = False, distributed:
         return {}
     with timed(times, "embedding"):
         model, ckpt = load_checkpoint(best_path, device=device)
-        latents = encode_fold(model, ckpt["input_norm"], data, device)
+        latents = encode_fold(model, ckpt["input_norm"], data, device, config["trainer"]["amp"])
         save_embeddings(config, fold, data.test, latents["test"], best_path)
     scores = {}
     if config["probe"]["run_after_pretraining"]:

@@ -94,7 +94,7 @@ def encoder_latents(config: dict, fold: int, device) -> dict:
 
     data = load_fold(config["data"], fold)
     model, ckpt = load_checkpoint(best_checkpoint_path(config, fold), config, device)
-    latents = encode_fold(model, ckpt["input_norm"], data, device)
+    latents = encode_fold(model, ckpt["input_norm"], data, device, config["trainer"]["amp"])
     return {split: (latents[split], getattr(data, split).y) for split in ("train", "val", "test")}
 
 

@@ -213,10 +213,12 @@ def predict(classifier, z: np.ndarray, device="cpu") -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- one fold
-def encode_fold(encoder: nn.Module, input_norm: dict, data, device, test_latents: np.ndarray | None = None) -> dict:
-    """{"train", "val", "test"}: latents (n, D) of a FoldData's splits; `test_latents`, when given, is reused."""
+def encode_fold(encoder: nn.Module, input_norm: dict, data, device, amp: bool,
+                test_latents: np.ndarray | None = None) -> dict:
+    """{"train", "val", "test"}: latents (n, D) of a FoldData's splits; `test_latents`, when given, is reused.
+    `amp`: encode under bf16 autocast on CUDA (the config's trainer.amp)."""
     splits = ("train", "val") if test_latents is not None else ("train", "val", "test")
-    latents = {split: encode_array(encoder, getattr(data, split).x, input_norm, device)
+    latents = {split: encode_array(encoder, getattr(data, split).x, input_norm, device, amp)
                for split in tqdm(splits, desc="encoding", leave=False)}
     return latents if test_latents is None else latents | {"test": test_latents}
 
@@ -257,14 +259,14 @@ def probe_encoder(encoder: nn.Module, input_norm: dict, data, config: dict, fold
     data: a FoldData (.train/.val/.test Splits with x (n, 3000) µV, y, subject, night). `test_latents`:
     the test split already encoded by this encoder (the pipeline's embeddings), else it is encoded here.
     """
-    latents = encode_fold(encoder, input_norm, data, device, test_latents)
+    latents = encode_fold(encoder, input_norm, data, device, config["trainer"]["amp"], test_latents)
     return probe_latents(latents, data, config, fold, device, paradigm,
                          checkpoint_info(encoder, input_norm, config, fold, paradigm))
 
 
 def score_supervised(model: nn.Module, input_norm: dict, data, config: dict, fold: int, device) -> dict:
     """Score a model trained end to end with labels by its own head: classify(encode(x)) on the test split."""
-    latents = encode_array(model, data.test.x, input_norm, device)
+    latents = encode_array(model, data.test.x, input_norm, device, config["trainer"]["amp"])
     y_pred = predict(model.classify, latents, device)
     meta = run_meta(config, "Supervised", config["backbone"]["type"], "supervised head", 1.0)
     meta |= {"n_train_labels": int(len(data.train.y))}

@@ -80,7 +80,7 @@ def stage_recording(x: np.ndarray, ckpt_path: str | Path, probe_file: str | Path
     training statistics.
     """
     model, ckpt = load_checkpoint(ckpt_path, device=device)
-    z = encode_array(model, x, ckpt["input_norm"], device)
+    z = encode_array(model, x, ckpt["input_norm"], device, ckpt["config"]["trainer"]["amp"])
     if ckpt["config"]["ssl"]["type"] == "Supervised":
         with torch.no_grad():
             logits = model.classify(torch.as_tensor(z, device=torch.device(device)))

@@ -110,7 +110,7 @@ def test_context_probe_runs_in_the_fold_pipeline_and_its_saved_copy_stages_a_nig
     from probing.saved_probe import load_probe
 
     monkeypatch.chdir(tmp_path)
-    config = {"exp_name": "toy", "backbone": {"type": "CNN"}, "trainer": {"seed": 0}, "ssl": {"type": "CRL"},
+    config = {"exp_name": "toy", "backbone": {"type": "CNN"}, "trainer": {"seed": 0, "amp": False}, "ssl": {"type": "CRL"},
               "data": {"dataset": "demo", "num_folds": 2}, "probe": {**PROBE, "type": "context"}}
     data = FoldData(_toy_split(0, (0, 1)), _toy_split(1, (2, 3)), _toy_split(2, (4, 5)))
     scores = probe_encoder(StdEncoder(), {"mean": 0.0, "std": 1.0}, data, config, 1, "cpu", paradigm="CRL")["context"]

@@ -16,7 +16,7 @@ from probing.results import load_fold_predictions, results_dir, write_results
 PROBE = {"type": "linear", "epochs": 20, "batch_size": 64, "learning_rate": 5e-2, "weight_decay": 1e-4,
          "patience": 3, "class_weighting": "balanced", "label_fraction": 1.0, "run_after_pretraining": True,
          "standardise": True}
-CONFIG = {"exp_name": "toy", "backbone": {"type": "CNN", "params": {}}, "trainer": {"seed": 0},
+CONFIG = {"exp_name": "toy", "backbone": {"type": "CNN", "params": {}}, "trainer": {"seed": 0, "amp": False},
           "data": {"dataset": "demo", "sampling_rate": 100, "num_folds": 2}, "ssl": {"type": "CRL"}, "probe": PROBE}
 
 
@@ -318,3 +318,24 @@ def test_mlp_probe_is_the_references_dlprojmlp():
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout"] * 2 + ["Linear"]
     assert [(m.in_features, m.out_features) for m in layers if isinstance(m, nn.Linear)] == [(128, 256), (256, 256), (256, 5)]
     assert all(m.p == 0.5 for m in layers if isinstance(m, nn.Dropout))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_latents_are_float32_unless_the_encoder_trained_in_bf16():
+    """trainer.amp false (the reference twins): the latents equal the fp32 encoder's; amp true: bf16's rounding."""
+    from training.checkpoint import encode_array
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(300, 16)).cuda()
+    encoder.encode, encoder.latent_dim = encoder.forward, 16
+    x = np.random.default_rng(0).normal(size=(64, 300)).astype(np.float32)
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        with torch.no_grad():
+            exact = encoder(torch.from_numpy(x).cuda()).cpu().numpy()
+        fp32 = encode_array(encoder, x, {"mean": 0.0, "std": 1.0}, "cuda", amp=False)
+        bf16 = encode_array(encoder, x, {"mean": 0.0, "std": 1.0}, "cuda", amp=True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    np.testing.assert_allclose(fp32, exact, rtol=1e-5, atol=1e-5)
+    assert np.abs(bf16 - exact).max() > 1e-3

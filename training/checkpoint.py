@@ -93,14 +93,15 @@ def load_checkpoint(path: str | Path, config: dict | None = None, device="cpu"):
 
 
 @torch.no_grad()
-def encode_array(model, x: np.ndarray, input_norm: dict, device, batch_size: int = 1024) -> np.ndarray:
-    """Latents of a frozen encoder. x: (n, T) float32 µV -> (n, latent_dim) float32."""
+def encode_array(model, x: np.ndarray, input_norm: dict, device, amp: bool, batch_size: int = 1024) -> np.ndarray:
+    """Latents of a frozen encoder. x: (n, T) float32 µV -> (n, latent_dim) float32. `amp`: bf16 autocast on
+    CUDA, as the encoder was trained (trainer.amp)."""
     model.eval()
     device = torch.device(device)
     latents = []
     for start in range(0, len(x), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size])).to(device)
         batch = ((batch - input_norm["mean"]) / input_norm["std"]).unsqueeze(1)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             latents.append(model.encode(batch).float().cpu())
     return torch.cat(latents).numpy() if latents else np.zeros((0, model.latent_dim), np.float32)
