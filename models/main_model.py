@@ -89,9 +89,11 @@ class SSLModel(nn.Module):
         return self.classifier(z)
 
     def forward_mp(self, x: torch.Tensor, mask_ratio: float, masking: str, mask_span: int,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                   generator: torch.Generator | None = None, companions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Masked prediction on x (B, C, T). Returns pred and target (B, N, P), mask (B, N) (1 = masked:
-        the loss units), recon (B, C, T) and latent (B, latent_dim).
+        the loss units), recon (B, C, T) and latent (B, latent_dim). `companions` (M, C, T), unmasked, go
+        through encoder and decoder in the same batch as the masked x (the reference's Hybrid); their
+        latents are returned as companion_latent (M, latent_dim).
 
         random / span  masked samples are zeroed at the input and the whole signal is encoded and
                        decoded; the units are samples: pred = recon (B, T, C), target = x (B, T, C)
@@ -103,12 +105,18 @@ class SSLModel(nn.Module):
                                f"needs ssl.type in {list(DECODER_PARADIGMS)}")
         if masking == "token":
             problem = self.backbone.token_masking_problem(mask_ratio)
-            if problem:
-                raise ValueError(problem)
+            if problem or companions is not None:
+                raise ValueError(problem or "token masking cannot share its batch with unmasked companions")
             return self.backbone.forward_token_masking(x, mask_ratio, generator)
         masked, mask = mask_input(x, mask_ratio, masking, mask_span, generator)
-        recon, latent = self.backbone.reconstruct(masked)
-        return {"pred": recon.transpose(1, 2), "target": x.transpose(1, 2), "mask": mask, "recon": recon, "latent": latent}
+        if companions is None:
+            recon, latent = self.backbone.reconstruct(masked)
+            companion_latent = None
+        else:
+            recon, latents = self.backbone.reconstruct(torch.cat([masked, companions]))
+            recon, latent, companion_latent = recon[: len(x)], latents[: len(x)], latents[len(x) :]
+        out = {"pred": recon.transpose(1, 2), "target": x.transpose(1, 2), "mask": mask, "recon": recon, "latent": latent}
+        return out if companion_latent is None else out | {"companion_latent": companion_latent}
 
 
 def build_model(config: dict) -> SSLModel:

@@ -219,6 +219,51 @@ def test_crl_encodes_both_views_as_one_batch(workdir):
     assert encoded == [16] and set(parts) == {"crl"} and torch.isfinite(loss)
 
 
+def test_hybrid_joint_batch_is_one_pass_of_masked_epochs_and_views_as_the_reference_does(workdir):
+    """hybrid_batch 'joint': encoder and decoder see [masked x; view 1; view 2] (3B) once, so BatchNorm
+    normalises them together; MP scores the first B reconstructions, NT-Xent the views' latents."""
+    import copy
+    from loss import nt_xent
+    from models.masking import mask_input
+
+    config = load_config(make_config(workdir, "Hybrid"), ["ssl.params.hybrid_batch=joint", "ssl.params.mp_loss_on=visible",
+                                                          "data.masking=fixed_proportion_random", "data.masking_ratio=0.25"])
+    torch.manual_seed(0)
+    model = build_model(config).train()
+    reference_model = copy.deepcopy(model)
+    x, view1, view2 = torch.randn(3, 6, 1, 3000).unbind(0)
+    calls, reconstruct, encode = [], model.backbone.reconstruct, model.encode
+    model.backbone.reconstruct = lambda batch: (calls.append(("reconstruct", len(batch))), reconstruct(batch))[1]
+    model.encode = lambda batch: (calls.append(("encode", len(batch))), encode(batch))[1]
+    torch.manual_seed(1)
+    loss, parts = PARADIGMS["Hybrid"](config, model).loss(x, view1, view2)
+    assert calls == [("reconstruct", 18)]
+
+    torch.manual_seed(1)  # the same mask draw
+    masked, mask = mask_input(x, 0.25, "fixed_proportion_random", 0)
+    recon, latents = reference_model.backbone.reconstruct(torch.cat([masked, view1, view2]))
+    visible = (1 - mask).unsqueeze(1)  # (B, 1, T)
+    mp = ((recon[:6] - x).square() * visible).sum() / visible.sum()
+    crl = nt_xent(latents[6:12], latents[12:], 0.1)
+    torch.testing.assert_close(parts["mp"], mp.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(parts["crl"], crl.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loss, mp + config["ssl"]["params"]["alpha_crl"] * crl, rtol=1e-4, atol=1e-4)
+
+    separate = load_config(make_config(workdir, "Hybrid"), ["ssl.params.mp_loss_on=visible", "data.masking=fixed_proportion_random",
+                                                            "data.masking_ratio=0.25"])
+    calls.clear()
+    torch.manual_seed(1)
+    _, separate_parts = PARADIGMS["Hybrid"](separate, model).loss(x, view1, view2)
+    assert calls == [("reconstruct", 6), ("encode", 12)]
+    assert abs(separate_parts["mp"] - parts["mp"]) > 1e-4  # BatchNorm saw other batches
+
+
+def test_joint_hybrid_batch_with_token_masking_is_refused_naming_the_key(workdir):
+    from utils import ConfigError
+    with pytest.raises(ConfigError, match="ssl.params.hybrid_batch"):
+        load_config(make_config(workdir, "Hybrid", "Transformer"), ["ssl.params.hybrid_batch=joint"])
+
+
 def test_compiled_loss_runs_training_steps_and_validation_stays_eager(workdir, monkeypatch):
 
     calls = []

@@ -39,7 +39,7 @@ def test_reference_config_yields_the_references_effective_values(path):
     if paradigm in ("MP", "Hybrid"):
         assert (data["masking"], data["masking_ratio"], params["mp_loss_on"]) == ("fixed_proportion_random", 0.25, "visible")
     if paradigm == "Hybrid":
-        assert params["alpha_crl"] == 35
+        assert (params["alpha_crl"], params["hybrid_batch"]) == (35, "joint")  # one batch of 3B, as its train_hybrid.py
     if arch == "Transformer":
         assert config["backbone"]["params"]["use_signal_backbone"] is False
         assert config["backbone"]["params"]["patch_size"] == 3000  # one token per epoch

@@ -93,6 +93,11 @@ SCHEMA = {
             "validation_views": Field(str, "augmented", choices=("augmented", "identical"),
                                       doc="CRL/Hybrid validation views: two augmented views with fixed randomness; "
                                           f"'identical' {REFERENCE_BUG} (each unaugmented epoch against itself)"),
+            "hybrid_batch": Field(str, "separate", choices=("separate", "joint"),
+                                  doc="Hybrid's forward passes: 'separate' decodes only the B masked epochs and encodes "
+                                      f"the 2B views apart; 'joint' {REFERENCE_BUG} (masked epochs and views through "
+                                      "encoder and decoder as one batch of 3B: BatchNorm normalises them together, "
+                                      "and the views' reconstructions are computed and discarded)"),
             "gather_negatives": Field(bool, True, doc="NT-Xent negatives from all DDP ranks"),
             "augmentations": AUGMENTATION_SCHEMA,
         },
@@ -130,6 +135,9 @@ def load_config(path, overrides: list[str] | None = None) -> dict:
     problems = validate(raw, SCHEMA)
     if raw.get("data", {}).get("masking") == "token" and raw.get("backbone", {}).get("type") != "Transformer":
         problems.append("data.masking: 'token' masking needs backbone.type 'Transformer' (use 'random' or 'span')")
+    if raw.get("data", {}).get("masking") == "token" and raw.get("ssl", {}).get("params", {}).get("hybrid_batch") == "joint":
+        problems.append("ssl.params.hybrid_batch: 'joint' needs masking of input samples ('random', 'span' or "
+                        "'fixed_proportion_random'); 'token' masking drops tokens, so the views cannot share its batch")
     if problems:
         raise ConfigError(problems, path)
     config = fill_defaults(raw, SCHEMA)

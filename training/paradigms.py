@@ -10,7 +10,8 @@ on a standardised batch x (B, 1, T) and its labels y (B,):
     CRL         two augmented views -> encoder (one batch of 2B) -> [projection head] -> NT-Xent(temperature)
     MP          masked input (samples, spans or tokens) -> encoder -> decoder -> loss on the masked units
                 (ssl.params.mp_loss_on 'visible' scores the others instead, as the reference did)
-    Hybrid      MP loss + alpha_crl * CRL loss on the same batch
+    Hybrid      MP loss + alpha_crl * CRL loss on the same batch (ssl.params.hybrid_batch 'joint': masked
+                epochs and views through encoder and decoder as one batch of 3B, as the reference did)
     Supervised  encoder -> linear classifier -> cross-entropy (the upper-reference baseline)
 """
 from __future__ import annotations
@@ -40,7 +41,11 @@ class Contrastive:
 
     def crl_loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """Both views go through the encoder as one batch (SimCLR: BatchNorm sees all 2B views)."""
-        z1, z2 = self.model.project(self.model.encode(torch.cat([view1, view2]))).chunk(2)
+        return self.latent_loss(self.model.encode(torch.cat([view1, view2])))
+
+    def latent_loss(self, latents: torch.Tensor) -> torch.Tensor:
+        """NT-Xent of the latents (2B, D) of view 1 then view 2."""
+        z1, z2 = self.model.project(latents).chunk(2)
         return nt_xent(z1, z2, self.temperature, gather=self.gather)
 
     def inputs(self, x, y):
@@ -60,7 +65,9 @@ class MaskedPrediction:
         self.score_visible = params["mp_loss_on"] == "visible"  # reproduces the reference's bug
 
     def mp_loss(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model.forward_mp(x, self.mask_ratio, self.masking, self.mask_span)
+        return self.reconstruction_loss(self.model.forward_mp(x, self.mask_ratio, self.masking, self.mask_span))
+
+    def reconstruction_loss(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         scored = 1 - out["mask"] if self.score_visible else out["mask"]
         return masked_reconstruction_loss(out["pred"], out["target"], scored, kind=self.kind)
 
@@ -74,15 +81,22 @@ class MaskedPrediction:
 
 class Hybrid:
     def __init__(self, config: dict, model):
+        self.model = model
         self.contrastive = Contrastive(config, model)
         self.masked = MaskedPrediction(config, model)
         self.alpha = config["ssl"]["params"]["alpha_crl"]
+        self.joint = config["ssl"]["params"]["hybrid_batch"] == "joint"
 
     def inputs(self, x, y):
         return (x, *self.contrastive.views(x))
 
     def loss(self, x, view1, view2):
-        mp, crl = self.masked.mp_loss(x), self.contrastive.crl_loss(view1, view2)
+        if self.joint:  # the reference's: masked x and both views as one batch of 3B through encoder and decoder
+            m = self.masked
+            out = self.model.forward_mp(x, m.mask_ratio, m.masking, m.mask_span, companions=torch.cat([view1, view2]))
+            mp, crl = m.reconstruction_loss(out), self.contrastive.latent_loss(out["companion_latent"])
+        else:
+            mp, crl = self.masked.mp_loss(x), self.contrastive.crl_loss(view1, view2)
         loss = mp + self.alpha * crl
         return loss, {"mp": mp.detach(), "crl": crl.detach()}
 
