@@ -45,7 +45,7 @@ def test_reference_config_yields_the_references_effective_values(path):
         assert config["backbone"]["params"]["patch_size"] == 3000  # one token per epoch
     expected_validation = (325, 8) if (paradigm, arch) == ("MP", "Transformer") else (0, 10)  # 0: once per epoch
     assert (trainer["val_period"], trainer["early_stopping_patience"]) == expected_validation
-    assert (trainer["optimizer"], trainer["grad_clip"], trainer["batch_size"]) == ("adam", None, 128)
+    assert (trainer["optimizer"], trainer["grad_clip"], trainer["batch_size"], trainer["val_batch_size"]) == ("adam", None, 128, 128)
     assert data["standardise"] is False  # the reference feeds raw µV
     probe = config["probe"]
     assert (probe["type"], probe["batch_size"], probe["standardise"], probe["class_weighting"]) == ("mlp", 128, False, "none")
