@@ -109,14 +109,13 @@ class SSLModel(nn.Module):
                 raise ValueError(problem or "token masking cannot share its batch with unmasked companions")
             return self.backbone.forward_token_masking(x, mask_ratio, generator)
         masked, mask = mask_input(x, mask_ratio, masking, mask_span, generator)
-        if companions is None:
-            recon, latent = self.backbone.reconstruct(masked)
-            companion_latent = None
-        else:
-            recon, latents = self.backbone.reconstruct(torch.cat([masked, companions]))
-            recon, latent, companion_latent = recon[: len(x)], latents[: len(x)], latents[len(x) :]
-        out = {"pred": recon.transpose(1, 2), "target": x.transpose(1, 2), "mask": mask, "recon": recon, "latent": latent}
-        return out if companion_latent is None else out | {"companion_latent": companion_latent}
+        recon, latent = self.backbone.reconstruct(masked if companions is None else torch.cat([masked, companions]))
+        n = len(x)
+        out = {"pred": recon[:n].transpose(1, 2), "target": x.transpose(1, 2), "mask": mask, "recon": recon[:n],
+               "latent": latent[:n]}
+        if companions is not None:
+            out["companion_latent"] = latent[n:]
+        return out
 
 
 def build_model(config: dict) -> SSLModel:

@@ -64,8 +64,11 @@ class MaskedPrediction:
         self.kind = params["mp_loss"]
         self.score_visible = params["mp_loss_on"] == "visible"  # reproduces the reference's bug
 
+    def forward_mp(self, x: torch.Tensor, companions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.model.forward_mp(x, self.mask_ratio, self.masking, self.mask_span, companions=companions)
+
     def mp_loss(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reconstruction_loss(self.model.forward_mp(x, self.mask_ratio, self.masking, self.mask_span))
+        return self.reconstruction_loss(self.forward_mp(x))
 
     def reconstruction_loss(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         scored = 1 - out["mask"] if self.score_visible else out["mask"]
@@ -81,7 +84,6 @@ class MaskedPrediction:
 
 class Hybrid:
     def __init__(self, config: dict, model):
-        self.model = model
         self.contrastive = Contrastive(config, model)
         self.masked = MaskedPrediction(config, model)
         self.alpha = config["ssl"]["params"]["alpha_crl"]
@@ -92,9 +94,8 @@ class Hybrid:
 
     def loss(self, x, view1, view2):
         if self.joint:  # the reference's: masked x and both views as one batch of 3B through encoder and decoder
-            m = self.masked
-            out = self.model.forward_mp(x, m.mask_ratio, m.masking, m.mask_span, companions=torch.cat([view1, view2]))
-            mp, crl = m.reconstruction_loss(out), self.contrastive.latent_loss(out["companion_latent"])
+            out = self.masked.forward_mp(x, companions=torch.cat([view1, view2]))
+            mp, crl = self.masked.reconstruction_loss(out), self.contrastive.latent_loss(out["companion_latent"])
         else:
             mp, crl = self.masked.mp_loss(x), self.contrastive.crl_loss(view1, view2)
         loss = mp + self.alpha * crl
