@@ -6,7 +6,7 @@
 Each config trains fold 1 for `--steps` mini-batches (batch size from the config, validation once at the
 end) in a scratch directory; the engine's own timer (train_fold-01.json) gives steady-state samples/s,
 excluding its first 25 steps (warm-up) and validation. Prints a Markdown table next to the reference
-implementation's numbers (H100, same data).
+implementation's numbers (same data; the GPU of each is named).
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # the reference implementation's own pretraining throughput on this data, batch 128, samples/s
-# (../shared/reference/README.md): on an H200 where it was measured there, else on an H100 (marked)
+# (../shared/reference/README.md): on an H200 where it was measured there, else on an H100 (marked); MP
+# CNN_Attention's H200 figure is this repo's benchmarks/reference_throughput/run.sh (BENCHMARKS.md, 2026-12-02)
 REFERENCE = {("CRL", "CNN"): (2841, "H100"), ("CRL", "CNN_Attention"): (2375, "H200"), ("CRL", "Transformer"): (2200, "H200"),
-             ("MP", "CNN"): (3836, "H200"), ("MP", "CNN_Attention"): (3561, "H100"), ("MP", "Transformer"): (4307, "H100"),
+             ("MP", "CNN"): (3836, "H200"), ("MP", "CNN_Attention"): (3342, "H200"), ("MP", "Transformer"): (4307, "H100"),
              ("Hybrid", "CNN"): (1631, "H200"), ("Hybrid", "CNN_Attention"): (1548, "H100"),
              ("Hybrid", "Transformer"): (1534, "H100")}
 
