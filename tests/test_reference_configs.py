@@ -109,7 +109,7 @@ class FixedReconstruction(torch.nn.Module):
         super().__init__()
         self.out, self.calls = {"pred": pred, "target": target, "mask": mask}, []
 
-    def forward_mp(self, x, ratio, masking, span):
+    def forward_mp(self, x, ratio, masking, span, companions=None):
         self.calls.append((ratio, masking))
         return self.out
 
