@@ -25,7 +25,6 @@ sys.path.insert(0, str(REPO))
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 def transposed_conv_as_matmul(self: nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor:

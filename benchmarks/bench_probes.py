@@ -66,7 +66,8 @@ def main(argv=None) -> None:
     model, ckpt = load_checkpoint(args.ckpt, config, device)
     data = load_fold(config["data"], ckpt["fold"])
     started = time.perf_counter()
-    latents = {split: encode_array(model, getattr(data, split).x, ckpt["input_norm"], device, config["trainer"]["amp"])
+    latents = {split: encode_array(model, getattr(data, split).x, ckpt["input_norm"], device,
+                                   config["trainer"]["amp"])
                for split in ("train", "val", "test")}
     print(f"{config['exp_name']} fold {ckpt['fold']}: encoded {sum(map(len, latents.values()))} epochs "
           f"in {time.perf_counter() - started:.1f} s")

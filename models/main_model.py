@@ -104,9 +104,10 @@ class SSLModel(nn.Module):
             raise RuntimeError(f"this {self.ssl_type} model was built without a decoder; masked prediction "
                                f"needs ssl.type in {list(DECODER_PARADIGMS)}")
         if masking == "token":
-            problem = self.backbone.token_masking_problem(mask_ratio)
-            if problem or companions is not None:
-                raise ValueError(problem or "token masking cannot share its batch with unmasked companions")
+            if companions is not None:
+                raise ValueError("token masking cannot share its batch with unmasked companions")
+            if problem := self.backbone.token_masking_problem(mask_ratio):
+                raise ValueError(problem)
             return self.backbone.forward_token_masking(x, mask_ratio, generator)
         masked, mask = mask_input(x, mask_ratio, masking, mask_span, generator)
         recon, latent = self.backbone.reconstruct(masked if companions is None else torch.cat([masked, companions]))

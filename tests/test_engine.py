@@ -1,5 +1,6 @@
 """The shared training loop: each paradigm trains and leaves its files, resume reproduces an
 uninterrupted run, NaN stops cleanly, test subjects never reach the loop, DDP matches one process."""
+import copy
 import json
 import os
 import socket
@@ -13,10 +14,13 @@ import torch.multiprocessing as mp
 import torch.utils._python_dispatch
 
 import pipeline
+from loss import nt_xent
 from models.main_model import build_model
+from models.masking import mask_input
 from training.config import load_config
 from training.engine import TrainingDiverged, TrainingPaused, build_objective, train_fold
 from training.paradigms import PARADIGMS
+from utils import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRANSFORMER = {"use_signal_backbone": False, "patch_size": 100, "embed_dim": 32, "depth": 1, "num_heads": 2,
@@ -222,10 +226,6 @@ def test_crl_encodes_both_views_as_one_batch(workdir):
 def test_hybrid_joint_batch_is_one_pass_of_masked_epochs_and_views_as_the_reference_does(workdir):
     """hybrid_batch 'joint': encoder and decoder see [masked x; view 1; view 2] (3B) once, so BatchNorm
     normalises them together; MP scores the first B reconstructions, NT-Xent the views' latents."""
-    import copy
-    from loss import nt_xent
-    from models.masking import mask_input
-
     config = load_config(make_config(workdir, "Hybrid"), ["ssl.params.hybrid_batch=joint", "ssl.params.mp_loss_on=visible",
                                                           "data.masking=fixed_proportion_random", "data.masking_ratio=0.25"])
     torch.manual_seed(0)
@@ -259,7 +259,6 @@ def test_hybrid_joint_batch_is_one_pass_of_masked_epochs_and_views_as_the_refere
 
 
 def test_joint_hybrid_batch_with_token_masking_is_refused_naming_the_key(workdir):
-    from utils import ConfigError
     with pytest.raises(ConfigError, match="ssl.params.hybrid_batch"):
         load_config(make_config(workdir, "Hybrid", "Transformer"), ["ssl.params.hybrid_batch=joint"])
 

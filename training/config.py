@@ -135,15 +135,16 @@ def load_config(path, overrides: list[str] | None = None) -> dict:
     problems = validate(raw, SCHEMA)
     if raw.get("data", {}).get("masking") == "token" and raw.get("backbone", {}).get("type") != "Transformer":
         problems.append("data.masking: 'token' masking needs backbone.type 'Transformer' (use 'random' or 'span')")
-    if raw.get("data", {}).get("masking") == "token" and raw.get("ssl", {}).get("params", {}).get("hybrid_batch") == "joint":
-        problems.append("ssl.params.hybrid_batch: 'joint' needs masking of input samples ('random', 'span' or "
-                        "'fixed_proportion_random'); 'token' masking drops tokens, so the views cannot share its batch")
     if problems:
         raise ConfigError(problems, path)
     config = fill_defaults(raw, SCHEMA)
     kind = config["backbone"]["type"]
     config["backbone"]["params"] = backbone_params(kind, config["backbone"].get("params", {}))
     data = config["data"]
+    if data["masking"] == "token" and config["ssl"]["type"] == "Hybrid" and config["ssl"]["params"]["hybrid_batch"] == "joint":
+        raise ConfigError(["ssl.params.hybrid_batch: 'joint' needs masking of input samples ('random', 'span' or "
+                           "'fixed_proportion_random'); 'token' masking drops tokens, so the views cannot share "
+                           "its batch"], path)
     if data["masking"] == "token" and config["ssl"]["type"] in ("MP", "Hybrid"):
         backbone = build_backbone(kind, config["backbone"]["params"], build_decoder=False)
         if problem := backbone.token_masking_problem(data["masking_ratio"]):
