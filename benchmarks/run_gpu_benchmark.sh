@@ -117,18 +117,19 @@ probe)
   ;;
 pipeline)
   # The shipped settings, trained to early stopping; the scratch run stays in $WORKDIR for inspection. A run
-  # longer than one call pauses after STOP_AFTER seconds (exit 3) and leaves $OUT/pipeline_workdir_$cfg.tgz:
-  # copy it to .carry/ and carry .carry into the next call, which unpacks it and resumes.
+  # longer than one call pauses after STOP_AFTER seconds (exit 3) and leaves its workdir as 15-MB parts,
+  # $OUT/pipeline_workdir_$cfg.tgz.part-*, since the device returns no file over 16 MiB: copy them into
+  # .carry/pipeline/ and carry that folder into the next call, which joins and unpacks them and resumes.
   cfg=${CONFIG:-CRL_CNN_Attention}; work=${WORKDIR:-/tmp/pipeline}; resume=""
-  if [ -f .carry/pipeline_workdir_$cfg.tgz ] && [ ! -d "$work" ]; then
-    mkdir -p "$work" && tar xzf .carry/pipeline_workdir_$cfg.tgz -C "$work"
+  if compgen -G ".carry/pipeline/pipeline_workdir_$cfg.tgz.part-*" > /dev/null && [ ! -d "$work" ]; then
+    mkdir -p "$work" && cat .carry/pipeline/pipeline_workdir_$cfg.tgz.part-* | tar xz -C "$work"
   fi
   [ -f "$work/bench_segments.json" ] && resume="--resume"
   python3 benchmarks/bench_pipeline.py --config configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json --fold 1 --gpu 0 \
     --set data.root_dir=$DATA --workdir "$work" --stop-after ${STOP_AFTER:-420} $resume --json "$OUT/pipeline_$cfg.json" 2>&1 \
     | grep -v "it/s" | tail -30 | tee "$OUT/pipeline_$cfg.txt"
-  [ "${PIPESTATUS[0]}" = 3 ] && tar czf "$OUT/pipeline_workdir_$cfg.tgz" -C "$work" --exclude="embeddings_*" . \
-    && echo "paused: $OUT/pipeline_workdir_$cfg.tgz holds the run; copy it to .carry/ for the next call"
+  [ "${PIPESTATUS[0]}" = 3 ] && tar cz -C "$work" --exclude="embeddings_*" . | split -b 15m - "$OUT/pipeline_workdir_$cfg.tgz.part-" \
+    && echo "paused: $OUT/pipeline_workdir_$cfg.tgz.part-* hold the run; copy them to .carry/pipeline/ for the next call"
   ;;
 ddp)
   # Issue 8, on 2 GPUs: samples/s on 1 GPU vs 2 GPUs at the same per-GPU batch (128; global 256), and the
