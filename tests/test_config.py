@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from training.config import load_config
-from utils import ConfigError, apply_overrides
+from training.config import REFERENCE_BUG, SCHEMA, load_config
+from utils import ConfigError, Field, apply_overrides
 
-CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.json"))
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(REPO.glob("configs/**/*.json"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -63,6 +64,32 @@ def test_reference_configs_carry_the_reference_values():
             assert (c["data"]["masking"], c["data"]["masking_ratio"]) == ("fixed_proportion_random", masking), path.name
         if c["ssl"]["type"] == "Hybrid":
             assert c["ssl"]["params"]["alpha_crl"] == alpha, path.name
+
+
+def schema_fields(node, prefix=""):
+    """(dotted key, Field) for every Field reachable through the schema's dicts."""
+    if isinstance(node, Field):
+        yield prefix, node
+    elif isinstance(node, dict):
+        for key, child in node.items():
+            yield from schema_fields(child, f"{prefix}.{key}" if prefix else key)
+
+
+def test_every_reference_bug_switch_has_a_deviations_row_and_is_set_only_by_configs_reference():
+    switches = {key: f for key, f in schema_fields(SCHEMA) if REFERENCE_BUG in f.doc}
+    assert {"trainer.val_counter", "ssl.params.mp_loss_on", "ssl.params.hybrid_batch"} <= set(switches)
+    rows = [line for line in (REPO / "docs" / "DEVIATIONS.md").read_text().splitlines() if line.startswith("|")]
+    for key, f in switches.items():
+        assert any(f"`{key}=" in row and f"**{REFERENCE_BUG}**" in row for row in rows), key
+        section, name = key.rsplit(".", 1)
+
+        def value(path):
+            node = load_config(path)
+            for part in section.split("."):
+                node = node[part]
+            return node[name]
+        assert any(value(path) != f.default for path in REFERENCE_CONFIGS), key
+        assert all(value(path) == f.default for path in CONFIGS if path not in REFERENCE_CONFIGS), key
 
 
 def test_nine_seed_configs_carry_the_seed_pages_values():

@@ -3,6 +3,7 @@ uninterrupted run, NaN stops cleanly, test subjects never reach the loop, DDP ma
 import copy
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -138,6 +139,21 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(workdir, monkeyp
     assert resumed_state["global_step"] == reference_state["global_step"]
     for key in reference:
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=1e-6, msg=key)
+
+
+def _validated_steps(output: str) -> list[int]:
+    return [int(step) for step in re.findall(r"step (\d+): val loss", output)]
+
+
+@pytest.mark.parametrize("counter, val_period, expected", [
+    ("epoch", 5, [5, 7, 12, 14, 19, 21]),  # 7 steps per epoch: every 5th of each epoch, and each epoch's end
+    ("global", 5, [5, 10, 15, 20]),        # the reference: train_iter % val_period == 0 over the run
+    ("global", 50, [21]),                  # no 50th step: the run's last step validates, so a checkpoint exists
+])
+def test_validation_steps_follow_the_val_counter(workdir, capsys, counter, val_period, expected):
+    config = load_config(make_config(workdir, "MP", max_epochs=3, val_period=val_period, val_counter=counter))
+    assert train_fold(config, 1, "cpu").is_file()
+    assert _validated_steps(capsys.readouterr().out) == expected
 
 
 def test_a_passed_deadline_pauses_after_the_next_validation_and_resume_finishes_the_same_run(workdir):

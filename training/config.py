@@ -58,6 +58,10 @@ SCHEMA = {
         "max_steps_per_epoch": Field(int, None, min=1, nullable=True, doc="cap on mini-batches per epoch"),
         "early_stopping_patience": Field(int, 10, min=1, doc="validations without improvement"),
         "val_period": Field(int, 0, min=0, doc="validate every N mini-batches; 0 = once per epoch"),
+        "val_counter": Field(str, "epoch", choices=("epoch", "global"),
+                             doc="what val_period counts: 'epoch' restarts at each epoch and also validates at its end; "
+                                 f"'global' {REFERENCE_BUG} (mini-batches counted across epochs, every val_period-th "
+                                 "validated and no epoch end; its 1,298 is one epoch of fold 1 only)"),
         "val_batch_size": Field(int, 1024, min=1),
         "grad_clip": Field(float, None, min=0, nullable=True, doc="max gradient norm; null = no clipping (the reference)"),
         "amp": Field(bool, True, doc="bf16 autocast on CUDA (ignored on CPU)"),

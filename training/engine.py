@@ -7,8 +7,9 @@ train_fold(config, fold, device):
               that DistributedDataParallel (torchrun) sees a single forward; on CUDA the paradigm's
               loss (encoder, heads, loss) is torch.compiled (trainer.compile) and the whole step,
               optimiser included, is replayed as one CUDA graph (trainer.cuda_graphs, single GPU)
-    loop      AdamW/Adam, bf16 autocast on CUDA, validation every `val_period` mini-batches (the
-              encoder sees at most one training batch at a time: chunked_backbone), early stopping on
+    loop      AdamW/Adam, bf16 autocast on CUDA; validation every `val_period` mini-batches of an epoch
+              and at its end (`val_counter: global`, the reference's: of the run, no epoch end); the
+              encoder sees at most one training batch at a time (chunked_backbone); early stopping on
               the validation loss, TensorBoard, tqdm
     files     checkpoints/<exp>/ckpt_fold-0K.pth (best), last_fold-0K.pth (resume state),
               train_fold-0K.json (throughput, memory, wall time of the first step, of validation)
@@ -350,7 +351,11 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
             for key, value in parts.items():
                 running[key] = running.get(key, 0.0) + value.float()
             interval_samples += global_batch
-            validate_now = (step + 1) % val_every == 0 or step + 1 == steps_per_epoch
+            if t["val_counter"] == "global":  # the reference's counter; the run's last step validates if none has
+                validate_now = state["global_step"] % val_every == 0 or (
+                    epoch + 1 == t["max_epochs"] and step + 1 == steps_per_epoch and state["best_val"] == math.inf)
+            else:
+                validate_now = (step + 1) % val_every == 0 or step + 1 == steps_per_epoch
             if state["global_step"] % LOG_EVERY == 0 or validate_now:
                 if (bad := int(first_bad_step)) >= 0:
                     kept = [str(p) for p in (best_path, last_path) if p.is_file()]
