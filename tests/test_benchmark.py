@@ -3,6 +3,8 @@ tables written, and a second invocation that finds every run complete and trains
 of their own. The run list over (config, fold, seed) and the tables' aggregation over seeds on hand-made results."""
 import csv
 import json
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,36 @@ def test_memoised_hashes_read_an_unchanged_file_once_and_a_rewritten_one_again(t
         assert utils.file_sha256(path) == hashlib.sha256(b"b" * 10).hexdigest() and len(reads) == 2
     utils.file_sha256(path), utils.file_sha256(path)
     assert len(reads) == 4  # outside the block every call reads the bytes (download verification relies on it)
+
+
+def test_on_a_gpu_the_next_run_trains_while_the_last_one_evaluates_its_latents(tmp_path, monkeypatch):
+    """Two runs, one GPU: run A's latent evaluation (CPU only) waits until run B has started pretraining on
+    the GPU, which it can only do once A has handed the GPU back."""
+    monkeypatch.chdir(tmp_path)
+    config = benchmark.Config(tmp_path / "T.json", {"exp_name": "T", "trainer": {"seed": 42}}, False, ())
+    runs = [benchmark.Run(config, 1), benchmark.Run(config, 2)]
+    done = {run.fold: [] for run in runs}
+    b_pretraining = threading.Event()
+    events = []
+
+    monkeypatch.setattr(benchmark, "missing_steps",
+                        lambda run: [s for s in ("pretraining", "probe linear", "probe mlp", "latent") if s not in done[run.fold]])
+
+    def step_command(run, step, gpu, overrides):
+        return [step, str(run.fold), gpu]
+
+    def fake_subprocess_run(command, stdout, stderr, env):
+        step, fold = Path(command[1]).name, int(command[2])  # [python, REPO / step, fold, gpu]
+        events.append((step, fold, env.get("CUDA_VISIBLE_DEVICES")))
+        if (step, fold) == ("pretraining", 2):
+            b_pretraining.set()
+        if (step, fold) == ("latent", 1):
+            assert b_pretraining.wait(timeout=120), "run 2 never got the GPU while run 1 evaluated its latents"
+        done[fold].append(step)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(benchmark, "step_command", step_command)
+    monkeypatch.setattr(benchmark.subprocess, "run", fake_subprocess_run)
+    assert benchmark.run_all(runs, ["0"], []) == []
+    assert all(done[run.fold] == ["pretraining", "probe linear", "probe mlp", "latent"] for run in runs)
+    assert {device for step, _, device in events if step != "latent"} == {"0"}
