@@ -5,6 +5,7 @@
     python benchmarks/bench_pipeline.py ... --workdir W --stop-after 480   # pauses at the first validation after
     python benchmarks/bench_pipeline.py ... --workdir W --resume           # 480 s (exit 3); then continues, any machine
     python benchmarks/bench_pipeline.py --project pipeline_CRL_CNN_Attention.json pipeline_Hybrid_Transformer.json
+    python benchmarks/bench_pipeline.py --project pipeline_CRL_CNN_Attention.json --throughput bench_train.json
     python benchmarks/bench_pipeline.py --config configs/demo/DEMO_CRL_CNN.json --gpu cpu --max-epochs 1 \
         --set trainer.max_steps_per_epoch=2                       # CPU smoke test on the demo data
 
@@ -22,7 +23,8 @@ of yours is touched. Stages:
 
 It also measures validation memory on one validation batch of trainer.val_batch_size, with the encoder
 seeing the whole batch at once (before issue 15) and in chunks of the training batch (now), and the loss
-of both. The projection multiplies the mean cost of a fold over the given JSON files by 9 configs x 10 folds.
+of both. The projection multiplies the mean cost of a fold over the given JSON files by 9 configs x 10 folds;
+with --throughput (bench_train.py's JSON) it models each config without a report from its own samples/s.
 
 A run to early stopping can outlast a time-limited call (a 10-minute device call, a SLURM job). With
 --stop-after it pauses after a validation and saves the engine's resume state, and --resume continues it in
@@ -40,6 +42,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from statistics import fmean
 
 import torch
 
@@ -173,12 +176,33 @@ def print_report(report: dict) -> None:
         print(f"{kind} probe: accuracy {100 * m['accuracy']:.1f} %, macro-F1 {m['macro_f1']:.3f}, kappa {m['kappa']:.3f}")
 
 
-def project(reports: list[dict]) -> dict:
-    """Mean seconds per (config, fold) over the measured runs, x 9 configs x 10 folds, in device-hours."""
-    per_fold = sum(r["total_s"] for r in reports) / len(reports)
+def project(reports: list[dict], samples_per_s: dict[str, float] | None = None) -> dict:
+    """Device-hours of the 9 x 10 table (TABLE_RUNS).
+
+    Without `samples_per_s`: the mean cost of a fold over the measured runs, x 90. With it ({config: training
+    samples/s}, bench_train.py's JSON), per config: a measured config costs what it measured; any other costs the
+    measured runs' mean fixed stages (all but training and validation) plus their mean epochs at its own
+    samples/s, with validation at their mean share of training; the nine costs x 10 folds. Latent evaluation
+    needs only the CPU, and benchmark.py runs it beside the next run's training, so the GPU-hours leave it out."""
+    latent = fmean(r["stages_s"].get("latent_eval", 0.0) for r in reports)
+    per_config = {r["config"]: {"fold_s": r["total_s"], "gpu_fold_s": r["total_s"] - r["stages_s"].get("latent_eval", 0.0),
+                                "source": "measured"} for r in reports}
+    epochs = val_share = None
+    if samples_per_s:
+        fixed = fmean(r["total_s"] - r["stages_s"]["training"] - r["stages_s"]["validation"] for r in reports)
+        epochs = fmean(r["training"]["epochs_completed"] for r in reports)
+        epoch_samples = fmean(r["training"]["steps"] * r["training"]["global_batch"] / r["training"]["epochs_completed"]
+                             for r in reports)
+        val_share = fmean(r["stages_s"]["validation"] / r["stages_s"]["training"] for r in reports)
+        for config in sorted(set(samples_per_s) - set(per_config)):
+            fold_s = fixed + epochs * epoch_samples / samples_per_s[config] * (1 + val_share)
+            per_config[config] = {"fold_s": fold_s, "gpu_fold_s": fold_s - latent, "source": "modelled"}
+    runs_per_cost = TABLE_RUNS // 9 if samples_per_s else TABLE_RUNS / len(per_config)  # 10 folds each, or the mean x 90
     largest = max(STAGES, key=lambda s: sum(r["stages_s"].get(s, 0.0) for r in reports))
-    return {"runs": [r["config"] for r in reports], "mean_fold_s": per_fold,
-            "table_device_hours": per_fold * TABLE_RUNS / 3600, "largest_stage": largest}
+    return {"runs": [r["config"] for r in reports], "mean_fold_s": fmean(r["total_s"] for r in reports),
+            "table_device_hours": runs_per_cost * sum(c["fold_s"] for c in per_config.values()) / 3600,
+            "table_gpu_hours_latent_beside": runs_per_cost * sum(c["gpu_fold_s"] for c in per_config.values()) / 3600,
+            "largest_stage": largest, "per_config": per_config, "model_epochs": epochs, "validation_share": val_share}
 
 
 def main() -> None:
@@ -196,6 +220,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--project", nargs="+", type=Path, metavar="JSON",
                         help="project the 9 x 10 table from these reports instead of running")
+    parser.add_argument("--throughput", type=Path, metavar="JSON",
+                        help="bench_train.py's JSON: model the configs without a report from their samples/s")
     args = parser.parse_args()
     if not (args.config or args.project):
         parser.error("give --config (run one fold) or --project REPORT.json ...")
@@ -215,10 +241,20 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
         reports.append(report)
-    projection = project(reports)
+    samples_per_s = None
+    if args.throughput:
+        samples_per_s = {row["config"]: row["samples_per_s"] for row in json.loads(args.throughput.read_text())}
+    projection = project(reports, samples_per_s)
+    if samples_per_s:
+        print(f"\n| config | one fold (s) | source |\n|---|---:|---|")
+        for config, cost in projection["per_config"].items():
+            print(f"| {config} | {cost['fold_s']:.0f} | {cost['source']} |")
+        print(f"modelled: {projection['model_epochs']:.0f} epochs, validation {100 * projection['validation_share']:.0f} % "
+              "of training, the measured runs' fixed stages")
     print(f"\nprojection of the {TABLE_RUNS} runs (9 configs x 10 folds) from {', '.join(projection['runs'])}: "
-          f"{projection['mean_fold_s']:.0f} s per fold -> {projection['table_device_hours']:.2f} device-hours on one "
-          f"device; largest stage: {projection['largest_stage']}")
+          f"{projection['mean_fold_s']:.0f} s per measured fold -> {projection['table_device_hours']:.2f} device-hours on "
+          f"one device, {projection['table_gpu_hours_latent_beside']:.2f} with the latent evaluation beside the next "
+          f"run (benchmark.py); largest stage: {projection['largest_stage']}")
 
 
 if __name__ == "__main__":

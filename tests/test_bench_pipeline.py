@@ -17,6 +17,18 @@ def test_projection_is_the_mean_fold_cost_times_ninety_runs():
     assert projection["largest_stage"] == "training"
 
 
+def test_projection_models_an_unmeasured_config_from_its_samples_per_second():
+    measured = {"config": "a", "total_s": 100.0,
+                "stages_s": {"compile": 15.0, "training": 60.0, "validation": 15.0, "latent_eval": 10.0},
+                "training": {"epochs_completed": 5, "steps": 50, "global_batch": 10}}  # 100 samples per epoch
+    projection = bench_pipeline.project([measured], {"a": 999.0, "b": 10.0})
+    # b: fixed 100 - 60 - 15 = 25 s, 5 epochs x 100 samples / 10 per s = 50 s of training, validation 15/60 of it
+    assert projection["per_config"]["a"] == {"fold_s": 100.0, "gpu_fold_s": 90.0, "source": "measured"}
+    assert projection["per_config"]["b"] == {"fold_s": 87.5, "gpu_fold_s": 77.5, "source": "modelled"}
+    assert projection["table_device_hours"] == pytest.approx(10 * (100.0 + 87.5) / 3600)
+    assert projection["table_gpu_hours_latent_beside"] == pytest.approx(10 * (90.0 + 77.5) / 3600)
+
+
 def test_one_fold_end_to_end_on_cpu_times_every_stage(tmp_path, monkeypatch):
     npz_dir, splits = write_tiny_dataset(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
