@@ -61,6 +61,7 @@ from utils import ConfigError, InputError, atomic_write_bytes, fold_name, memois
 
 REPO = Path(__file__).resolve().parent
 PROBES = ("linear", "mlp")  # run for every config
+CPU_STEPS = ("latent",)  # steps that need no GPU: on CUDA ids they run after the run has handed its GPU on
 SHOWN_PROBES = PROBES + ("context",)  # shown when their results exist (the context probe runs elsewhere)
 SEED_RESULTS = REPO / "benchmarks" / "seed_key_results.json"
 LOG_DIR = Path("logs") / "benchmark"
@@ -218,16 +219,16 @@ def step_command(run: Run, step: str, gpu: str, overrides: list[str]) -> list[st
             *self_comparison]
 
 
-def execute(run: Run, gpu: str, overrides: list[str], steps_wanted: tuple[str, ...] | None = None) -> str | None:
-    """Run the missing steps of `run` (those in `steps_wanted`, default all) on `gpu` ('auto', 'cpu' or a CUDA id),
-    output appended to its log; None when they are complete, else a one-line error naming the failed command and
-    the log."""
+def execute(run: Run, gpu: str, overrides: list[str], cpu_only: bool | None = None) -> str | None:
+    """Run the missing steps of `run` on `gpu` ('auto', 'cpu' or a CUDA id): all of them, or with `cpu_only`
+    True / False only those in / not in CPU_STEPS; output appended to its log. None when they are complete,
+    else a one-line error naming the failed command and the log."""
     env = dict(os.environ)
     if gpu != "cpu" and gpu.isdigit():  # each job sees one GPU, as device 0
         env["CUDA_VISIBLE_DEVICES"], gpu = gpu, "0"
     log_path = LOG_DIR / f"{run.config.exp_name}_{fold_name(run.fold)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    while steps := [s for s in missing_steps(run) if steps_wanted is None or s in steps_wanted]:
+    while steps := [s for s in missing_steps(run) if cpu_only is None or (s in CPU_STEPS) == cpu_only]:
         command = step_command(run, steps[0], gpu, overrides)
         with open(log_path, "a") as log:
             log.write(f"$ {' '.join(command)}\n")
@@ -249,15 +250,16 @@ def run_all(runs: list[Run], gpus: list[str], overrides: list[str]) -> list[str]
     for gpu in gpus:
         free.put(gpu)
     overlap = all(gpu.isdigit() for gpu in gpus)
-    gpu_steps = ("pretraining", *(f"probe {p}" for p in PROBES))
 
     def job(run: Run) -> str | None:
         gpu = free.get()
         try:
-            error = execute(run, gpu, overrides, gpu_steps if overlap else None)
+            error = execute(run, gpu, overrides, cpu_only=False if overlap else None)
         finally:
             free.put(gpu)
-        return error or (execute(run, "cpu", overrides, ("latent",)) if overlap else None)
+        if error or not overlap:
+            return error
+        return execute(run, "cpu", overrides, cpu_only=True)
 
     errors = []
     workers = 2 * len(gpus) if overlap else len(gpus)  # at most one latent evaluation beside each GPU's run

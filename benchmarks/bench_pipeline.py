@@ -226,7 +226,13 @@ def main() -> None:
     if not (args.config or args.project):
         parser.error("give --config (run one fold) or --project REPORT.json ...")
 
-    reports = [json.loads(path.read_text()) for path in args.project or []]
+    def read_json(path: Path):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"error: {path}: {exc}") from None
+
+    reports = [read_json(path) for path in args.project or []]
     if args.resume and not args.workdir:
         parser.error("--resume needs the --workdir of the paused run")
     if args.config:
@@ -243,7 +249,7 @@ def main() -> None:
         reports.append(report)
     samples_per_s = None
     if args.throughput:
-        samples_per_s = {row["config"]: row["samples_per_s"] for row in json.loads(args.throughput.read_text())}
+        samples_per_s = {row["config"]: row["samples_per_s"] for row in read_json(args.throughput)}
     projection = project(reports, samples_per_s)
     if samples_per_s:
         print(f"\n| config | one fold (s) | source |\n|---|---:|---|")

@@ -83,3 +83,10 @@ def test_resume_without_a_paused_run_is_refused(tmp_path, monkeypatch):
                                       "--workdir", str(tmp_path / "empty"), "--resume"])
     with pytest.raises(SystemExit, match="no paused run"):
         bench_pipeline.main()
+
+
+def test_a_missing_report_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch):
+    missing = tmp_path / "absent.json"
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--project", str(missing)])
+    with pytest.raises(SystemExit, match=f"error: {missing}: .*No such file"):
+        bench_pipeline.main()

@@ -61,13 +61,13 @@ def parse(path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("log")
-    ap.add_argument("name")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--extra", default="")
-    a = ap.parse_args()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("log")
+    parser.add_argument("name")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--extra", default="")
+    a = parser.parse_args()
     steps, epochs, vals, total = parse(a.log)
     head = f"{a.name}:"
     if len(steps) <= a.warmup + 2:
