@@ -269,6 +269,46 @@ def test_one_token_config_works_and_refuses_token_masking():
                     ["backbone.params.patch_size=3000"])
 
 
+
+# The reference's AutoEncoderViT at its DLPROJ configs (input_size 3000, num_patches 1, use_cls false), counted
+# by hand from models/transformer/transformer.py: 3,564,472 parameters (../shared/reference/README.md). Of
+# these, its two sin-cos tables (pos_embed 2 x 128, decoder_pos_embed 1 x 128) are frozen and its cls_token
+# (128) is never used with use_cls false; the rest is what trains.
+REFERENCE_ONE_TOKEN_TRAINED = 3_564_472 - 2 * 128 - 128 - 128
+
+
+def test_without_cls_token_the_one_token_transformer_trains_the_references_parameters():
+    model = model_of("Transformer", "MP", {**ONE_TOKEN, "cls_token": False})
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == REFERENCE_ONE_TOKEN_TRAINED
+
+
+def test_without_cls_token_the_latent_is_the_first_tokens_output_and_the_decoder_sees_only_tokens():
+    """The reference's use_cls false, written out: latent = encoder(tokens)[:, 0]; reconstruction =
+    pred(decoder blocks(embed(encoder(tokens)) + positions)), with no latent injected."""
+    model = model_of("Transformer", "MP", {"patch_size": 300, "cls_token": False}).eval()  # 10 tokens of 3 s
+    vit, x = model.backbone, epochs(3)
+    shapes = encoder_input_shapes(model)
+    tokens = vit.patch_embed(x.reshape(3, 10, 300)) + vit.positions[:, 1:]
+    encoded = vit.encoder(tokens)
+    torch.testing.assert_close(model.encode(x), encoded[:, 0])
+    assert shapes[0] == (3, 10, 128)  # no CLS token in front
+    decoder = vit.decoder
+    pred = decoder.pred(decoder.blocks(decoder.embed(encoded) + decoder.positions[:, 1:]))
+    recon, latent = vit.reconstruct(x)
+    torch.testing.assert_close(recon, pred.reshape(3, 1, 3000))
+    torch.testing.assert_close(latent, encoded[:, 0])
+
+
+def test_without_cls_token_token_masking_and_a_latent_projection_are_refused():
+    path = REPO / "configs" / "DLPROJ_pretrain_MP_Transformer_Sleep-EDF-2018.json"  # token masking
+    with pytest.raises(ConfigError, match=r"data.masking: 'token' masking needs the CLS token \(backbone.params.cls_token"):
+        load_config(path, ["backbone.params.cls_token=false"])
+    with pytest.raises(ConfigError, match="backbone.params.cls_token: false decodes"):
+        load_config(path, ["backbone.params.cls_token=false", "backbone.params.latent_projection=true",
+                           "backbone.params.latent_dim=128", "data.masking=random"])
+    load_config(path, ["backbone.params.cls_token=false", "data.masking=random"])
+
+
 # ----------------------------------------------------------------------------- masks
 def test_random_mask_masks_exact_fraction_per_epoch():
     mask = random_sample_mask(8, 3000, 0.3, "cpu", torch.Generator().manual_seed(0))

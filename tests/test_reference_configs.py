@@ -3,7 +3,7 @@
 The expected values are the reference code's (../shared/reference/README.md, "Reference settings that differ
 from the seed page"): NT-Xent built with its default temperature 0.5, L2 over the visible samples at
 "fixed_proportion_random" masking 0.25, alpha_crl 35, one 3000-sample token for the Transformer with the frame
-backbone off, validation every 1,298 mini-batches of the run (the MP Transformer every 325 with patience 8, the
+backbone off and no CLS token (`use_cls: false`), validation every 1,298 mini-batches of the run (the MP Transformer every 325 with patience 8, the
 Hybrid CNN_Attention every 649 with patience 5), and the MLP probe in
 mini-batches of 128 on the raw latents, trained with plain cross-entropy (the reference's `CrossEntropyLoss` wraps
 `nn.CrossEntropyLoss()` with no class weights).
@@ -44,6 +44,7 @@ def test_reference_config_yields_the_references_effective_values(path):
     if arch == "Transformer":
         assert config["backbone"]["params"]["use_signal_backbone"] is False
         assert config["backbone"]["params"]["patch_size"] == 3000  # one token per epoch
+        assert config["backbone"]["params"]["cls_token"] is False  # its use_cls: false; the latent is that token
     # its configs' val_period and patience (Hybrid CNN_Attention's 649 / 5 is in its config, not in ../shared),
     # counted on a global step counter (train_iter % val_period == 0)
     expected_validation = {("MP", "Transformer"): (325, 8), ("Hybrid", "CNN_Attention"): (649, 5)}.get((paradigm, arch), (1298, 10))

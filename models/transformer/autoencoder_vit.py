@@ -21,6 +21,10 @@ Widths, heads and depths are the reference config's. Shapes with the defaults:
     pred       (B, 30, 100)             samples of every token
     recon      (B, 1, 3000)             token predictions put back in place (overlaps averaged)
 
+cls_token false is the reference's `use_cls: false`: no CLS token, the latent is the first token's output,
+and the decoder decodes the encoder's tokens alone (encoder (B, L, 128), decoder (B, L, 128)). It needs every
+token visible, so it takes sample masking ('random', 'span'), not token masking.
+
 Token masking (MAE) needs tokens that do not overlap: with overlapping frames a dropped frame's samples
 stay visible inside its kept neighbours, so the loss would score samples the encoder sees.
 """
@@ -67,19 +71,23 @@ class MAEDecoder(nn.Module):
     """(encoder tokens (B, 1 + n_keep, D), latent, ids_restore or None) -> pred (B, L, P).
 
     The latent (not the raw CLS output) becomes the decoder's CLS token, so masked prediction
-    also trains the latent projection that CRL, the probe and the embeddings use.
+    also trains the latent projection that CRL, the probe and the embeddings use. Without the CLS token
+    (cls_token false) it decodes the encoder's tokens (B, L, D) alone, as the reference does.
     """
 
-    def __init__(self, embed_dim, latent_dim, num_tokens, token_size, dim, depth, heads, mlp_ratio, dropout):
+    def __init__(self, embed_dim, latent_dim, num_tokens, token_size, dim, depth, heads, mlp_ratio, dropout,
+                 cls_token=True):
         super().__init__()
         self.embed = nn.Linear(embed_dim, dim)
-        self.from_latent = nn.Linear(latent_dim, dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.from_latent = nn.Linear(latent_dim, dim) if cls_token else None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
         self.register_buffer("positions", sincos_positions(num_tokens, dim), persistent=False)
         self.blocks = transformer_stack(dim, depth, heads, mlp_ratio, dropout)
         self.pred = nn.Linear(dim, token_size)
 
     def forward(self, encoded, latent, ids_restore=None):
+        if self.from_latent is None:  # no CLS token (the reference's use_cls false): every token, no latent
+            return self.pred(self.blocks(self.embed(encoded) + self.positions[:, 1:]))
         tokens = self.embed(encoded[:, 1:])
         if ids_restore is not None:  # append mask tokens, then undo the shuffle of choose_tokens
             batch, length = ids_restore.shape
@@ -120,6 +128,8 @@ class AutoEncoderViT(nn.Module):
         "mlp_ratio": Field(float, 4.0, min=0.1, doc="MLP width / embedding width (encoder and decoder)"),
         "dropout": Field(float, 0.0, min=0, max=0.99),
         "latent_projection": Field(bool, False, doc="latent = linear map of the CLS output (else the CLS output itself)"),
+        "cls_token": Field(bool, True, doc="false: no CLS token; the latent is the first token's output and the decoder "
+                                           "decodes the encoder's tokens alone (the reference's use_cls: false)"),
         "latent_dim": Field(int, 128, min=1, doc="equals embed_dim without latent_projection"),
     }
 
@@ -131,6 +141,9 @@ class AutoEncoderViT(nn.Module):
                 problems.append(f"{path}.{heads}: {params[heads]} does not divide {dim} {params[dim]}")
             if params[dim] % 2:
                 problems.append(f"{path}.{dim}: must be even (sin-cos positions), got {params[dim]}")
+        if not params["cls_token"] and params["latent_projection"]:
+            problems.append(f"{path}.cls_token: false decodes the encoder's tokens alone, so the decoder would never "
+                            "train latent_projection; set latent_projection false")
         if not params["latent_projection"] and params["latent_dim"] != params["embed_dim"]:
             problems.append(f"{path}.latent_dim: without latent_projection the latent is the CLS output, so latent_dim "
                             f"must equal embed_dim {params['embed_dim']}, got {params['latent_dim']}")
@@ -153,7 +166,7 @@ class AutoEncoderViT(nn.Module):
     def __init__(self, in_channels, input_length, sampling_rate, use_signal_backbone, window_s, step_s,
                  backbone_kernel_sizes, backbone_width, backbone_depth, patch_size, embed_dim, depth, num_heads,
                  decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio, dropout, latent_projection, latent_dim,
-                 build_decoder=True):
+                 cls_token, build_decoder=True):
         super().__init__()
         if use_signal_backbone:
             self.window, self.step = round(window_s * sampling_rate), round(step_s * sampling_rate)
@@ -169,14 +182,14 @@ class AutoEncoderViT(nn.Module):
         self.latent_dim = latent_dim
 
         self.patch_embed = nn.Linear(token_features, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if cls_token else None
         self.register_buffer("positions", sincos_positions(self.num_tokens, embed_dim), persistent=False)
         self.encoder = transformer_stack(embed_dim, depth, num_heads, mlp_ratio, dropout)
         self.to_latent = nn.Linear(embed_dim, latent_dim) if latent_projection else nn.Identity()
         self.decoder = None
         if build_decoder:
             self.decoder = MAEDecoder(embed_dim, latent_dim, self.num_tokens, self.token_size, decoder_embed_dim,
-                                      decoder_depth, decoder_num_heads, mlp_ratio, dropout)
+                                      decoder_depth, decoder_num_heads, mlp_ratio, dropout, cls_token)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -185,9 +198,9 @@ class AutoEncoderViT(nn.Module):
             nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, AutoEncoderViT):
+        elif isinstance(module, AutoEncoderViT) and module.cls_token is not None:
             nn.init.normal_(module.cls_token, std=0.02)
-        elif isinstance(module, MAEDecoder):
+        elif isinstance(module, MAEDecoder) and module.mask_token is not None:
             nn.init.normal_(module.mask_token, std=0.02)
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,7 +211,8 @@ class AutoEncoderViT(nn.Module):
         return x.unfold(-1, self.window, self.step).transpose(1, 2)
 
     def forward_encoder(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None):
-        """x (B, C, T) -> (encoded (B, 1 + n_keep, D), mask (B, L) or None, ids_restore (B, L) or None).
+        """x (B, C, T) -> (encoded (B, 1 + n_keep, D), mask (B, L) or None, ids_restore (B, L) or None);
+        encoded is (B, L, D) without the CLS token.
 
         With `mask_ratio`, a random round((1 - mask_ratio) * L) frames of each epoch are kept (MAE) and
         only those are embedded: the dropped ones would be discarded after the embedding anyway, so the
@@ -213,11 +227,14 @@ class AutoEncoderViT(nn.Module):
             frames, positions = gather_tokens(frames, ids_keep), gather_tokens(positions, ids_keep)
         features = self.signal_backbone(frames) if self.signal_backbone is not None else frames.flatten(2)
         tokens = self.patch_embed(features) + positions
+        if self.cls_token is None:
+            return self.encoder(tokens), mask, ids_restore
         cls = (self.cls_token + self.positions[:, :1]).expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         return self.encoder(torch.cat([cls, tokens], dim=1)), mask, ids_restore
 
     def latent(self, encoded: torch.Tensor) -> torch.Tensor:
-        """Encoder output (B, 1 + n, D) -> latent (B, latent_dim): the CLS token's output (or its projection)."""
+        """Encoder output (B, 1 + n, D) -> latent (B, latent_dim): the CLS token's output (or its projection);
+        without the CLS token, the first token's output."""
         return self.to_latent(encoded[:, 0])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,6 +258,9 @@ class AutoEncoderViT(nn.Module):
     def token_masking_problem(self, mask_ratio: float) -> str | None:
         """Why token masking at `mask_ratio` cannot run with this tokenisation, or None."""
         n_keep = self.num_tokens - round(mask_ratio * self.num_tokens)
+        if self.cls_token is None:
+            return ("'token' masking needs the CLS token (backbone.params.cls_token true): without it the latent is "
+                    "the first token's output, which token masking would drop; use masking 'random' or 'span'")
         if self.num_tokens < 2:
             return (f"'token' masking needs several tokens, but this backbone makes {self.num_tokens} per epoch "
                     "(patch_size = input_length); use masking 'random' or 'span'")
