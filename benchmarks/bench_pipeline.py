@@ -22,8 +22,8 @@ of yours is touched. Stages:
     latent_eval    latent_space_evaluator on the test latents (metrics, maps, plots)
 
 It also measures validation memory on one validation batch of trainer.val_batch_size, with the encoder
-seeing the whole batch at once (before issue 15) and in chunks of the training batch (now), and the loss
-of both. The projection multiplies the mean cost of a fold over the given JSON files by 9 configs x 10 folds;
+seeing the whole batch at once (before issue 15) and in chunks of trainer.val_chunk_size (now), and the
+loss of both. The projection multiplies the mean cost of a fold over the given JSON files by 9 configs x 10 folds;
 with --throughput (bench_train.py's JSON) it models each config without a report from its own samples/s.
 
 A run to early stopping can outlast a time-limited call (a 10-minute device call, a SLURM job). With
@@ -72,7 +72,7 @@ def validation_memory(config: dict, data, device) -> dict:
     batch = standardised_batch(x_val, idx, input_norm_of(data.train.x, config["data"]["standardise"]))
     use_amp = t["amp"] and device.type == "cuda"
     result = {}
-    for mode, chunking in (("whole", nullcontext()), ("chunked", chunked_backbone(model.backbone, t["batch_size"]))):
+    for mode, chunking in (("whole", nullcontext()), ("chunked", chunked_backbone(model.backbone, t["val_chunk_size"]))):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)

@@ -7,6 +7,7 @@
 #   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS x STEPS mini-batches + probe) on fold 1,
 #                                                     # baselines, latent evaluation, summary tables
 #   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
+#   bash benchmarks/run_gpu_benchmark.sh validation   # bench_validation.py: a validation pass against val_chunk_size (PATTERN)
 #   bash benchmarks/run_gpu_benchmark.sh probe        # bench_probe.py: probe time before/after on 164k x 128 latents
 #   CONFIG=Hybrid_Transformer bash benchmarks/run_gpu_benchmark.sh pipeline   # bench_pipeline.py: one config,
 #                                                     # fold 1, to early stopping, every stage timed (issue 15);
@@ -111,6 +112,12 @@ quality)
   python3 $repo/classifier_training.py --summarize > /dev/null 2>&1
   cat results/summary.md 2>/dev/null
   pack
+  ;;
+validation)
+  read -ra patterns <<< "${PATTERN:-CRL_CNN_Attention MP_CNN_Attention Hybrid_CNN_Attention Hybrid_Transformer}"
+  selected=$(for p in "${patterns[@]}"; do ls configs/DLPROJ_pretrain_${p}_Sleep-EDF-2018.json; done)
+  timeout ${LIMIT:-300} python3 benchmarks/bench_validation.py --data-root "$DATA" --gpu 0 --chunks ${CHUNKS:-128 512 1024 2048} \
+    --configs $selected --json "$OUT/bench_validation.json" 2>&1 | tee "$OUT/bench_validation.txt" | tail -20
   ;;
 probe)
   python3 benchmarks/bench_probe.py --gpu 0 --json "$OUT/bench_probe.json" 2>/dev/null | tee "$OUT/bench_probe.txt"

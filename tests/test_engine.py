@@ -466,6 +466,48 @@ def test_chunked_validation_loss_equals_the_unchunked_loss(paradigm):
     assert "encode" not in vars(model.backbone)  # the class's own methods are back
 
 
+@pytest.mark.parametrize("paradigm", ["CRL", "MP"])
+def test_validation_loss_is_the_epoch_weighted_mean_of_its_batches(paradigm):
+    """10 epochs in batches of 4: (4 L1 + 4 L2 + 2 L3) / 10, each L the objective on its batch, whole and under
+    the same seeded randomness; the function itself encodes in chunks of 3 (val_chunk_size)."""
+    from training.engine import validation_loss
+
+    config = load_config(REPO / "configs" / "demo" / "DEMO_Hybrid_CNN.json", [f"ssl.type={paradigm}"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    objective = build_objective(config, model)
+    x, y = torch.randn(10, 3000) * 20, torch.randint(0, 5, (10,))
+    norm = {"mean": 1.0, "std": 20.0}
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        parts = [objective(((x[i] - 1.0) / 20.0).unsqueeze(1), y[i])[0] for i in (slice(0, 4), slice(4, 8), slice(8, 10))]
+    model.train()
+    expected = float(4 * parts[0] + 4 * parts[1] + 2 * parts[2]) / 10
+    seen = []
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv1d))
+    first_conv.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    got = validation_loss(objective, x, y, norm, batch=4, chunk=3, seed=7, use_amp=False)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert max(seen) <= 3 and model.training  # chunked, and the model is back in training mode
+
+
+def test_train_fold_validates_in_chunks_of_val_chunk_size(workdir, monkeypatch):
+    import training.engine as engine
+
+    chunks = []
+    real = engine.validation_loss
+
+    def recording(*args, **kwargs):
+        chunks.append((kwargs["batch"], kwargs["chunk"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "validation_loss", recording)
+    config = load_config(make_config(workdir, "CRL", max_epochs=1, val_period=0, val_chunk_size=5))
+    train_fold(config, 1, "cpu")
+    assert chunks == [(64, 5)]
+
+
 def test_training_does_not_import_the_probe():
     """The engine sits below the probe: nothing in training/ imports probing/."""
     import ast

@@ -63,6 +63,9 @@ SCHEMA = {
                                  f"'global' {REFERENCE_BUG} (mini-batches counted across epochs, every val_period-th "
                                  "validated and no epoch end; its 1,298 is one epoch of fold 1 only)"),
         "val_batch_size": Field(int, 1024, min=1),
+        "val_chunk_size": Field(int, 1024, min=1, doc="samples the backbone encodes (and decodes) at once in validation; "
+                                                      "eval mode, so the loss does not depend on it: larger is faster, "
+                                                      "smaller holds less GPU memory"),
         "grad_clip": Field(float, None, min=0, nullable=True, doc="max gradient norm; null = no clipping (the reference)"),
         "amp": Field(bool, True, doc="bf16 autocast on CUDA (ignored on CPU)"),
         "compile": Field(bool, True, doc="torch.compile the paradigm's loss (encoder, heads, loss) on CUDA; "

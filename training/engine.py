@@ -8,9 +8,9 @@ train_fold(config, fold, device):
               loss (encoder, heads, loss) is torch.compiled (trainer.compile) and the whole step,
               optimiser included, is replayed as one CUDA graph (trainer.cuda_graphs, single GPU)
     loop      AdamW/Adam, bf16 autocast on CUDA; validation every `val_period` mini-batches of an epoch
-              and at its end (`val_counter: global`, the reference's: of the run, no epoch end); the
-              encoder sees at most one training batch at a time (chunked_backbone); early stopping on
-              the validation loss, TensorBoard, tqdm
+              and at its end (`val_counter: global`, the reference's: of the run, no epoch end), the
+              backbone seeing at most `val_chunk_size` samples at a time (chunked_backbone); early
+              stopping on the validation loss, TensorBoard, tqdm
     files     checkpoints/<exp>/ckpt_fold-0K.pth (best), last_fold-0K.pth (resume state),
               train_fold-0K.json (throughput, memory, wall time of the first step, of validation)
 
@@ -277,33 +277,14 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
         atomic_torch_save({**checkpoint_payload(state["best_val"]), "optimizer": optimizer.state_dict(),
                            "state": dict(state), "rng": rng}, last_path)
 
-    @torch.no_grad()
-    def validation_loss() -> float:
-        """Mean loss over the validation split, fixed randomness, eval mode. It runs in global batches of
-        val_batch_size, each split evenly over the ranks, so that CRL's gathered negatives are those of the
-        single-GPU batch; under DDP the last len(val) % world epochs are left out (all_gather needs equal shares)."""
-        model.eval()
-        total = torch.zeros(2, device=device, dtype=torch.float64)
-        usable = len(x_val) - len(x_val) % world
-        batch = max(world, t["val_batch_size"] // world * world)
+    def validate() -> float:
         started = time.perf_counter()
         track_peak("training")
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                chunked_backbone(model.backbone, local_batch):
-            torch.manual_seed(t["seed"] + 1)
-            for start in range(0, usable, batch):
-                share = min(batch, usable - start) // world
-                idx = torch.arange(start + rank * share, start + (rank + 1) * share, device=device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, _ = objective(standardised_batch(x_val, idx, input_norm), y_val[idx])
-                total += torch.stack([loss.double() * len(idx), torch.tensor(len(idx), device=device, dtype=torch.float64)])
-        if world > 1:
-            dist.all_reduce(total)
-        model.train()
-        mean_loss = (total[0] / total[1].clamp(min=1)).item()
+        loss = validation_loss(objective, x_val, y_val, input_norm, batch=t["val_batch_size"], chunk=t["val_chunk_size"],
+                               seed=t["seed"] + 1, use_amp=use_amp, distributed=distributed)
         timing["validation_seconds"] += time.perf_counter() - started
         track_peak("validation")
-        return mean_loss
+        return loss
 
     # ------------------------------------------------------------------ the loop
     model.train()
@@ -376,7 +357,7 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
                     bar.set_postfix({k: f"{float(v) / steps:.4f}" for k, v in running.items()})
                 running = {}
                 if validate_now:
-                    val_loss = validation_loss()
+                    val_loss = validate()
                     improved = val_loss < state["best_val"]
                     state["best_val"], state["stale"] = (val_loss, 0) if improved else (state["best_val"], state["stale"] + 1)
                     state["epoch"], state["step_in_epoch"] = (epoch, step + 1) if step + 1 < steps_per_epoch else (epoch + 1, 0)
@@ -416,6 +397,37 @@ def train_fold(config: dict, fold: int, device, resume: bool = False, distribute
         raise TrainingPaused(f"{config['exp_name']} {name}: paused at the deadline after step {state['global_step']} "
                              f"({state['epoch']} epochs complete); the resume state is {last_path}")
     return best_path
+
+
+@torch.no_grad()
+def validation_loss(objective: Objective, x_val: torch.Tensor, y_val: torch.Tensor, input_norm: dict, *, batch: int,
+                    chunk: int, seed: int, use_amp: bool, distributed: Distributed = Distributed()) -> float:
+    """Mean loss over the device-resident validation split (N, T), eval mode, randomness fixed by `seed`.
+
+    It runs in global batches of `batch` epochs, each split evenly over the ranks, so that CRL's gathered
+    negatives are those of the single-GPU batch; under DDP the last N % world epochs are left out (all_gather
+    needs equal shares). The backbone sees at most `chunk` samples per call (chunked_backbone): in eval mode
+    this changes memory and speed, not the loss."""
+    model, world, rank = objective.model, distributed.world_size, distributed.rank
+    device = x_val.device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, device=device, dtype=torch.float64)
+    usable = len(x_val) - len(x_val) % world
+    batch = max(world, batch // world * world)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            chunked_backbone(model.backbone, chunk):
+        torch.manual_seed(seed)
+        for start in range(0, usable, batch):
+            share = min(batch, usable - start) // world
+            idx = torch.arange(start + rank * share, start + (rank + 1) * share, device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, _ = objective(standardised_batch(x_val, idx, input_norm), y_val[idx])
+            total += torch.stack([loss.double() * len(idx), torch.tensor(len(idx), device=device, dtype=torch.float64)])
+    if world > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    return (total[0] / total[1].clamp(min=1)).item()
 
 
 def capture_or_fall_back(step_fn, optimizer, model, x, y, use_amp, grad_clip) -> GraphedStep | None:
