@@ -183,10 +183,17 @@ def project(reports: list[dict], samples_per_s: dict[str, float] | None = None) 
     samples/s}, bench_train.py's JSON), per config: a measured config costs what it measured; any other costs the
     measured runs' mean fixed stages (all but training and validation) plus their mean epochs at its own
     samples/s, with validation at their mean share of training; the nine costs x 10 folds. Latent evaluation
-    needs only the CPU, and benchmark.py runs it beside the next run's training, so the GPU-hours leave it out."""
+    needs only the CPU, and benchmark.py runs it beside the next run's training, so the GPU-hours leave it out.
+
+    Compilation: where a report was resumed (--resume), its later segments compiled the same step again with the
+    inductor cache warm, as folds 2-10 of a config do on one machine. Then each config's fold 1 pays its measured
+    compile and folds 2-10 pay the mean warm compile (`warm_compile_s`); without such a segment every fold pays
+    the cold compile."""
     latent = fmean(r["stages_s"].get("latent_eval", 0.0) for r in reports)
+    warm_runs = [s["compile"] for r in reports for s in r.get("segments", [])[1:]]
+    warm_compile = fmean(warm_runs) if warm_runs else None
     per_config = {r["config"]: {"fold_s": r["total_s"], "gpu_fold_s": r["total_s"] - r["stages_s"].get("latent_eval", 0.0),
-                                "source": "measured"} for r in reports}
+                                "compile_s": r["stages_s"].get("compile", 0.0), "source": "measured"} for r in reports}
     epochs = val_share = None
     if samples_per_s:
         fixed = fmean(r["total_s"] - r["stages_s"]["training"] - r["stages_s"]["validation"] for r in reports)
@@ -194,15 +201,23 @@ def project(reports: list[dict], samples_per_s: dict[str, float] | None = None) 
         epoch_samples = fmean(r["training"]["steps"] * r["training"]["global_batch"] / r["training"]["epochs_completed"]
                              for r in reports)
         val_share = fmean(r["stages_s"]["validation"] / r["stages_s"]["training"] for r in reports)
+        compile_s = fmean(r["stages_s"].get("compile", 0.0) for r in reports)
         for config in sorted(set(samples_per_s) - set(per_config)):
             fold_s = fixed + epochs * epoch_samples / samples_per_s[config] * (1 + val_share)
-            per_config[config] = {"fold_s": fold_s, "gpu_fold_s": fold_s - latent, "source": "modelled"}
-    runs_per_cost = TABLE_RUNS // 9 if samples_per_s else TABLE_RUNS / len(per_config)  # 10 folds each, or the mean x 90
+            per_config[config] = {"fold_s": fold_s, "gpu_fold_s": fold_s - latent, "compile_s": compile_s,
+                                  "source": "modelled"}
+    folds = TABLE_RUNS // 9
+    weight = 1 if samples_per_s else 9 / len(per_config)  # each cost stands for one config, or for 9/len of them
+
+    def table_hours(key: str) -> float:
+        saved = 0.0 if warm_compile is None else sum(c["compile_s"] - warm_compile for c in per_config.values())
+        return weight * (folds * sum(c[key] for c in per_config.values()) - (folds - 1) * saved) / 3600
+
     largest = max(STAGES, key=lambda s: sum(r["stages_s"].get(s, 0.0) for r in reports))
     return {"runs": [r["config"] for r in reports], "mean_fold_s": fmean(r["total_s"] for r in reports),
-            "table_device_hours": runs_per_cost * sum(c["fold_s"] for c in per_config.values()) / 3600,
-            "table_gpu_hours_latent_beside": runs_per_cost * sum(c["gpu_fold_s"] for c in per_config.values()) / 3600,
-            "largest_stage": largest, "per_config": per_config, "model_epochs": epochs, "validation_share": val_share}
+            "table_device_hours": table_hours("fold_s"), "table_gpu_hours_latent_beside": table_hours("gpu_fold_s"),
+            "warm_compile_s": warm_compile, "largest_stage": largest, "per_config": per_config, "model_epochs": epochs,
+            "validation_share": val_share}
 
 
 def main() -> None:
@@ -257,6 +272,9 @@ def main() -> None:
             print(f"| {config} | {cost['fold_s']:.0f} | {cost['source']} |")
         print(f"modelled: {projection['model_epochs']:.0f} epochs, validation {100 * projection['validation_share']:.0f} % "
               "of training, the measured runs' fixed stages")
+    if projection["warm_compile_s"] is not None:
+        print(f"folds 2-10 of each config compile in {projection['warm_compile_s']:.1f} s (inductor cache warm, as measured "
+              "by the resumed segments); fold 1 pays the cold compile")
     print(f"\nprojection of the {TABLE_RUNS} runs (9 configs x 10 folds) from {', '.join(projection['runs'])}: "
           f"{projection['mean_fold_s']:.0f} s per measured fold -> {projection['table_device_hours']:.2f} device-hours on "
           f"one device, {projection['table_gpu_hours_latent_beside']:.2f} with the latent evaluation beside the next "

@@ -135,8 +135,10 @@ pipeline)
   python3 benchmarks/bench_pipeline.py --config configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json --fold 1 --gpu 0 \
     --set data.root_dir=$DATA --workdir "$work" --stop-after ${STOP_AFTER:-420} $resume --json "$OUT/pipeline_$cfg.json" 2>&1 \
     | grep -v "it/s" | tail -30 | tee "$OUT/pipeline_$cfg.txt"
-  [ "${PIPESTATUS[0]}" = 3 ] && tar cz -C "$work" --exclude="embeddings_*" . | split -b 15m - "$OUT/pipeline_workdir_$cfg.tgz.part-" \
-    && echo "paused: $OUT/pipeline_workdir_$cfg.tgz.part-* hold the run; copy them to .carry/pipeline/ for the next call"
+  if [ "${PIPESTATUS[0]}" = 3 ]; then
+    tar cz -C "$work" --exclude="embeddings_*" . | split -b 15m - "$OUT/pipeline_workdir_$cfg.tgz.part-" \
+      && echo "paused: $OUT/pipeline_workdir_$cfg.tgz.part-* hold the run; copy them to .carry/pipeline/ for the next call"
+  fi
   ;;
 ddp)
   # Issue 8, on 2 GPUs: samples/s on 1 GPU vs 2 GPUs at the same per-GPU batch (128; global 256), and the

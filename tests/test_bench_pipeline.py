@@ -23,10 +23,20 @@ def test_projection_models_an_unmeasured_config_from_its_samples_per_second():
                 "training": {"epochs_completed": 5, "steps": 50, "global_batch": 10}}  # 100 samples per epoch
     projection = bench_pipeline.project([measured], {"a": 999.0, "b": 10.0})
     # b: fixed 100 - 60 - 15 = 25 s, 5 epochs x 100 samples / 10 per s = 50 s of training, validation 15/60 of it
-    assert projection["per_config"]["a"] == {"fold_s": 100.0, "gpu_fold_s": 90.0, "source": "measured"}
-    assert projection["per_config"]["b"] == {"fold_s": 87.5, "gpu_fold_s": 77.5, "source": "modelled"}
+    assert projection["per_config"]["a"] == {"fold_s": 100.0, "gpu_fold_s": 90.0, "compile_s": 15.0, "source": "measured"}
+    assert projection["per_config"]["b"] == {"fold_s": 87.5, "gpu_fold_s": 77.5, "compile_s": 15.0, "source": "modelled"}
     assert projection["table_device_hours"] == pytest.approx(10 * (100.0 + 87.5) / 3600)
     assert projection["table_gpu_hours_latent_beside"] == pytest.approx(10 * (90.0 + 77.5) / 3600)
+
+
+def test_folds_after_the_first_pay_the_warm_compile_of_a_resumed_segment():
+    """A report resumed once: its second segment compiled in 5 s with the cache warm. Folds 2-10 pay 5 s instead of
+    the cold 45 s: 10 x 200 s - 9 x 40 s per config, and the mean report stands for all 9 configs."""
+    report = {"config": "a", "total_s": 200.0, "stages_s": {"compile": 45.0, "training": 150.0},
+              "segments": [{"compile": 45.0}, {"compile": 5.0}]}
+    projection = bench_pipeline.project([report])
+    assert projection["warm_compile_s"] == 5.0
+    assert projection["table_device_hours"] == pytest.approx(9 * (10 * 200.0 - 9 * 40.0) / 3600)
 
 
 def test_one_fold_end_to_end_on_cpu_times_every_stage(tmp_path, monkeypatch):
