@@ -2,6 +2,8 @@
 
     python benchmarks/bench_validation.py --data-root /data/npz --gpu 0 --chunks 128 512 1024 2048 \
         [--configs configs/DLPROJ_pretrain_*.json] [--json bench_validation.json]
+    python benchmarks/bench_validation.py --gpu cpu --chunks 128 1024 --configs configs/demo/DEMO_*_CNN.json
+                                                            # CPU, demo data: time and loss, no memory figures
 
 For each config the model is freshly initialised (the time of a pass does not depend on the weights) and the
 fold's training and validation splits are resident on the device, as in the engine. The training peak is that
@@ -27,7 +29,8 @@ TRAINING_STEPS = 3
 
 
 def measure(config: dict, chunks: list[int], device: torch.device) -> list[dict]:
-    """One row per chunk size: seconds of one validation pass, peak GPU memory, loss; and the training peak."""
+    """One row per chunk size: seconds of one validation pass, its loss and peak GPU memory (None on CPU), and
+    the training peak."""
     from dset.loader import load_fold
     from models.main_model import build_model
     from training.checkpoint import input_norm_of
@@ -35,7 +38,18 @@ def measure(config: dict, chunks: list[int], device: torch.device) -> list[dict]
                                  validation_loss)
 
     t = config["trainer"]
-    use_fast_cuda_kernels()
+    on_cuda = device.type == "cuda"
+
+    def restart_peak() -> None:
+        if on_cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def peak_gb() -> float | None:
+        return torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None
+
+    if on_cuda:
+        use_fast_cuda_kernels()
     data = load_fold(config["data"], 1)
     norm = input_norm_of(data.train.x, config["data"]["standardise"])
     x_train, y_train = torch.from_numpy(data.train.x).to(device), torch.from_numpy(data.train.y).to(device)
@@ -44,25 +58,25 @@ def measure(config: dict, chunks: list[int], device: torch.device) -> list[dict]
     model = build_model(config).to(device)
     objective = build_objective(config, model)
     optimizer = make_optimizer(config, model)
-    torch.cuda.reset_peak_memory_stats(device)
+    use_amp = t["amp"] and on_cuda
+    restart_peak()
     for step in range(TRAINING_STEPS):
-        idx = torch.arange(step * t["batch_size"], (step + 1) * t["batch_size"], device=device)
-        train_step(objective, optimizer, standardised_batch(x_train, idx, norm), y_train[idx], t["amp"], t["grad_clip"])
-    torch.cuda.synchronize(device)
-    training_peak = torch.cuda.max_memory_allocated(device) / 2**30
+        idx = torch.arange(step * t["batch_size"], (step + 1) * t["batch_size"], device=device) % len(x_train)
+        train_step(objective, optimizer, standardised_batch(x_train, idx, norm), y_train[idx], use_amp, t["grad_clip"])
+    if on_cuda:
+        torch.cuda.synchronize(device)
+    training_peak = peak_gb()
     rows = []
     for chunk in chunks:
-        kwargs = dict(batch=t["val_batch_size"], chunk=chunk, seed=t["seed"] + 1, use_amp=t["amp"])
+        kwargs = dict(batch=t["val_batch_size"], chunk=chunk, seed=t["seed"] + 1, use_amp=use_amp)
         validation_loss(objective, x_val, y_val, norm, **kwargs)
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+        restart_peak()
         started = time.perf_counter()
         loss = validation_loss(objective, x_val, y_val, norm, **kwargs)  # .item() inside: synchronised
         seconds = time.perf_counter() - started
-        rows.append({"config": config["exp_name"], "val_epochs": len(x_val), "val_batch_size": t["val_batch_size"],
-                     "chunk": chunk, "seconds": seconds, "loss": loss,
-                     "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30,
-                     "eager_training_peak_gb": training_peak})
+        rows.append({"config": config["exp_name"], "device": str(device), "val_epochs": len(x_val),
+                     "val_batch_size": t["val_batch_size"], "chunk": chunk, "seconds": seconds, "loss": loss,
+                     "peak_gpu_memory_gb": peak_gb(), "eager_training_peak_gb": training_peak})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -70,29 +84,30 @@ def measure(config: dict, chunks: list[int], device: torch.device) -> list[dict]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=sorted(glob.glob(str(REPO / "configs/DLPROJ_pretrain_*.json"))))
-    parser.add_argument("--data-root", required=True, help="folder of prepared NPZ nights")
+    parser.add_argument("--data-root", help="folder of prepared NPZ nights (default: each config's data.root_dir)")
     parser.add_argument("--chunks", nargs="+", type=int, default=[128, 512, 1024, 2048])
-    parser.add_argument("--gpu", default="0")
+    parser.add_argument("--gpu", default="0", help="CUDA device id or 'cpu'")
     parser.add_argument("--json", help="write the rows here as JSON, after every config")
     args = parser.parse_args()
 
     from training.config import load_config
-    from utils import InputError, select_device
+    from utils import select_device
 
     device = select_device(args.gpu)
-    if device.type != "cuda":
-        raise SystemExit(InputError("bench_validation.py measures GPU time and memory; give --gpu N on a CUDA machine"))
     rows = []
     for path in args.configs:
-        config = load_config(path, [f"data.root_dir={Path(args.data_root).resolve()}"])
+        config = load_config(path, [f"data.root_dir={Path(args.data_root).resolve()}"] if args.data_root else [])
         rows += measure(config, args.chunks, device)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
+    def gb(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     print("\n| config | chunk | seconds per pass | peak GPU memory (GB) | eager training peak (GB) | loss |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['config']} | {r['chunk']} | {r['seconds']:.3f} | {r['peak_gpu_memory_gb']:.2f} | "
-              f"{r['eager_training_peak_gb']:.2f} | {r['loss']:.5f} |")
+        print(f"| {r['config']} | {r['chunk']} | {r['seconds']:.3f} | {gb(r['peak_gpu_memory_gb'])} | "
+              f"{gb(r['eager_training_peak_gb'])} | {r['loss']:.5f} |")
 
 
 if __name__ == "__main__":
