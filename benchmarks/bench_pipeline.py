@@ -208,10 +208,10 @@ def project(reports: list[dict], samples_per_s: dict[str, float] | None = None) 
                                   "source": "modelled"}
     folds = TABLE_RUNS // 9
     weight = 1 if samples_per_s else 9 / len(per_config)  # each cost stands for one config, or for 9/len of them
+    warm_saving = 0.0 if warm_compile is None else sum(c["compile_s"] - warm_compile for c in per_config.values())
 
     def table_hours(key: str) -> float:
-        saved = 0.0 if warm_compile is None else sum(c["compile_s"] - warm_compile for c in per_config.values())
-        return weight * (folds * sum(c[key] for c in per_config.values()) - (folds - 1) * saved) / 3600
+        return weight * (folds * sum(c[key] for c in per_config.values()) - (folds - 1) * warm_saving) / 3600
 
     largest = max(STAGES, key=lambda s: sum(r["stages_s"].get(s, 0.0) for r in reports))
     return {"runs": [r["config"] for r in reports], "mean_fold_s": fmean(r["total_s"] for r in reports),

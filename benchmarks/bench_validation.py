@@ -46,7 +46,10 @@ def measure(config: dict, chunks: list[int], device: torch.device) -> list[dict]
             torch.cuda.reset_peak_memory_stats(device)
 
     def peak_gb() -> float | None:
-        return torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None
+        if not on_cuda:
+            return None
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**30
 
     if on_cuda:
         use_fast_cuda_kernels()
@@ -63,8 +66,6 @@ def measure(config: dict, chunks: list[int], device: torch.device) -> list[dict]
     for step in range(TRAINING_STEPS):
         idx = torch.arange(step * t["batch_size"], (step + 1) * t["batch_size"], device=device) % len(x_train)
         train_step(objective, optimizer, standardised_batch(x_train, idx, norm), y_train[idx], use_amp, t["grad_clip"])
-    if on_cuda:
-        torch.cuda.synchronize(device)
     training_peak = peak_gb()
     rows = []
     for chunk in chunks:
@@ -81,6 +82,10 @@ def measure(config: dict, chunks: list[int], device: torch.device) -> list[dict]
     return rows
 
 
+def gb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=sorted(glob.glob(str(REPO / "configs/DLPROJ_pretrain_*.json"))))
@@ -91,18 +96,18 @@ def main() -> None:
     args = parser.parse_args()
 
     from training.config import load_config
-    from utils import select_device
+    from utils import ConfigError, InputError, select_device
 
-    device = select_device(args.gpu)
     rows = []
-    for path in args.configs:
-        config = load_config(path, [f"data.root_dir={Path(args.data_root).resolve()}"] if args.data_root else [])
-        rows += measure(config, args.chunks, device)
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=2))
-    def gb(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
-
+    try:
+        device = select_device(args.gpu)
+        for path in args.configs:
+            config = load_config(path, [f"data.root_dir={Path(args.data_root).resolve()}"] if args.data_root else [])
+            rows += measure(config, args.chunks, device)
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=2))
+    except (ConfigError, InputError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     print("\n| config | chunk | seconds per pass | peak GPU memory (GB) | eager training peak (GB) | loss |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -35,7 +35,11 @@ if [ ! -f "$DATA/SHA256SUMS.txt" ]; then
   /usr/bin/time -f "surrogate: %e s" python3 .carry/sleep-edf/make_surrogate.py --out "$DATA" --subjects all --format npz \
     --workers 16 --src .carry/sleep-edf/bandpower 2>&1 | tail -2
 fi
-CONFIGS=$(ls configs/DLPROJ_pretrain_*.json)
+# the shipped configs named by space-separated globs: "CRL_* MP_CNN" -> configs/DLPROJ_pretrain_<glob>_Sleep-EDF-2018.json
+configs_matching() {
+  local patterns p; read -ra patterns <<< "$1"
+  for p in "${patterns[@]}"; do ls configs/DLPROJ_pretrain_${p}_Sleep-EDF-2018.json; done
+}
 case "$stage" in
 models)
   python3 benchmarks/bench_models.py --device cuda --batch-sizes 128 512 --dtype float32 bf16 --steps 30 2>&1 | tee "$OUT/bench_models.txt" | tail -30
@@ -48,8 +52,7 @@ throughput)
     python3 -m pytest -q -k cuda tests/test_engine.py tests/test_augmentations.py > "$OUT/pytest_cuda.txt" 2>&1
     tail -1 "$OUT/pytest_cuda.txt"
   fi
-  read -ra patterns <<< "${PATTERN:-*}"
-  selected=$(for p in "${patterns[@]}"; do ls configs/DLPROJ_pretrain_${p}_Sleep-EDF-2018.json; done)
+  selected=$(configs_matching "${PATTERN:-*}")
   for mode in ${MODES:-default}; do
     extra=""
     [ $mode = nocompile ] && extra="--set trainer.compile=false"
@@ -114,8 +117,7 @@ quality)
   pack
   ;;
 validation)
-  read -ra patterns <<< "${PATTERN:-CRL_CNN_Attention MP_CNN_Attention Hybrid_CNN_Attention Hybrid_Transformer}"
-  selected=$(for p in "${patterns[@]}"; do ls configs/DLPROJ_pretrain_${p}_Sleep-EDF-2018.json; done)
+  selected=$(configs_matching "${PATTERN:-CRL_CNN_Attention MP_CNN_Attention Hybrid_CNN_Attention Hybrid_Transformer}")
   timeout ${LIMIT:-300} python3 benchmarks/bench_validation.py --data-root "$DATA" --gpu 0 --chunks ${CHUNKS:-128 512 1024 2048} \
     --configs $selected --json "$OUT/bench_validation.json" 2>&1 | tee "$OUT/bench_validation.txt" | tail -20
   ;;

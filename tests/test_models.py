@@ -269,7 +269,6 @@ def test_one_token_config_works_and_refuses_token_masking():
                     ["backbone.params.patch_size=3000"])
 
 
-
 # The reference's AutoEncoderViT at its DLPROJ configs (input_size 3000, num_patches 1, use_cls false), counted
 # by hand from models/transformer/transformer.py: 3,564,472 parameters (../shared/reference/README.md). Of
 # these, its two sin-cos tables (pos_embed 2 x 128, decoder_pos_embed 1 x 128) are frozen and its cls_token
