@@ -4,15 +4,19 @@
     python benchmarks/bench_probe.py --gpu cpu --smoke             # 5k latents, seconds
     python benchmarks/bench_probe.py --gpu cpu --config configs/demo/DEMO_CRL_CNN.json --fold 1
                                                                    # the demo encoder's latents (pretrain it first)
+    python benchmarks/bench_probe.py --gpu 0 --seeds 3 --mlp-batch-sizes 128 256 1024
+                                                                   # three probe seeds, the MLP after at 3 batches
 
 before  the per-batch loop this repo used until issue 15: AdamW, a host-side permutation copied to the
         device every epoch, mini-batches of 256, the validation predictions copied to the host every epoch
         (early stopping and the kept state follow the current protocol, lowest validation loss, so that
         only the loop differs)
 after   probing.probe.fit_probe: the linear probe by full-batch L-BFGS, the MLP by Adam in mini-batches
-        of probe.batch_size, latents resident on the device, one host sync per epoch
+        of probe.batch_size (each of --mlp-batch-sizes), latents resident on the device, one host sync per
+        epoch, and on CUDA every epoch after the first replayed as one CUDA graph
 
-Both use the same probe settings (configs' defaults unless --set probe.X=V) and the same seed. Synthetic
+Both use the same probe settings (configs' defaults unless --set probe.X=V) and the same probe seeds (0 ..
+--seeds - 1; the latents stay those of seed 0); each row is reported per seed and as a mean. Synthetic
 latents are a Gaussian mixture in Sleep-EDF stage shares (benchmarks/bench_latent.py): timing only, they
 are not an encoder's latents.
 """
@@ -117,6 +121,10 @@ def main() -> None:
     parser.add_argument("--config", help="probe the latents of this config's pretrained fold instead")
     parser.add_argument("--fold", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--seeds", type=int, default=1, help="probe seeds 0 .. N-1 (fold seed + k with --config)")
+    parser.add_argument("--mlp-batch-sizes", type=int, nargs="+", metavar="B",
+                        help="the MLP's 'after' rows at these probe.batch_size (default: the config's)")
+    parser.add_argument("--kinds", nargs="+", choices=("linear", "mlp"), default=["linear", "mlp"])
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -127,31 +135,68 @@ def main() -> None:
     if args.config:
         config = load_config(args.config, args.set)
         latents, source = encoder_latents(config, args.fold, device), f"{config['exp_name']} fold {args.fold}"
-        probe_defaults, seed = config["probe"], config["trainer"]["seed"] + args.fold
+        probe_defaults, first_seed = config["probe"], config["trainer"]["seed"] + args.fold
     else:
         from utils import apply_overrides
 
         n_train = 5_000 if args.smoke else args.n_train
         latents, source = synthetic_latents(n_train, args.dim, seed=0), f"synthetic {n_train} x {args.dim}"
         probe_defaults = fill_defaults(apply_overrides({}, args.set).get("probe", {}), SCHEMA["probe"])
-        seed = 0
+        first_seed = 0
     (z_tr, y_tr), (z_va, y_va), (z_te, y_te) = latents["train"], latents["val"], latents["test"]
     print(f"probes on {source}: train {z_tr.shape}, val {len(z_va)}, test {len(z_te)}, device {device}")
     rows = []
-    for kind in ("linear", "mlp"):
-        probe_cfg = {**probe_defaults, "type": kind}
-        fits = {"before": lambda: per_batch_probe(z_tr, y_tr, z_va, y_va, probe_cfg, seed, device),
-                "after": lambda: fit_probe(z_tr, y_tr, z_va, y_va, probe_cfg, seed, device)[0]}
-        for when, fit in fits.items():
+    for kind, loop, batch_size in variants(args.kinds, args.mlp_batch_sizes or [probe_defaults["batch_size"]]):
+        probe_cfg = {**probe_defaults, "type": kind, "batch_size": batch_size or probe_defaults["batch_size"]}
+        for seed in range(first_seed, first_seed + args.seeds):
+            if loop == "before":
+                fit = lambda: per_batch_probe(z_tr, y_tr, z_va, y_va, probe_cfg, seed, device)  # noqa: E731
+            else:
+                fit = lambda: fit_probe(z_tr, y_tr, z_va, y_va, probe_cfg, seed, device)[0]  # noqa: E731
             probe, seconds = timed_fit(fit, device)
             scores = classification_metrics(y_te, predict(probe, z_te, device))
-            rows.append({"probe": kind, "loop": when, "seconds": seconds,
+            rows.append({"probe": kind, "loop": loop, "batch_size": batch_size, "seed": seed, "seconds": seconds,
                          **{k: scores[k] for k in ("accuracy", "macro_f1", "kappa")}})
-            print(f"  {kind:<6} {when:<6} {seconds:8.2f} s   accuracy {100 * scores['accuracy']:5.1f} %   "
-                  f"macro-F1 {100 * scores['macro_f1']:5.1f}   kappa {scores['kappa']:.3f}", flush=True)
+            print(f"  {label(rows[-1]):<18} seed {seed:<3} {seconds:8.2f} s   accuracy {100 * scores['accuracy']:5.1f} %"
+                  f"   macro-F1 {100 * scores['macro_f1']:5.1f}   kappa {scores['kappa']:.3f}", flush=True)
+    summary = summarise(rows)
+    if args.seeds > 1:
+        print("mean ± sd over seeds:")
+        for row in summary:
+            print(f"  {row['label']:<18} {row['seconds']:7.2f} s   accuracy {row['accuracy']}   "
+                  f"macro-F1 {row['macro_f1']}   kappa {row['kappa']}")
     if args.json:
         args.json.write_text(json.dumps({"source": source, "device": str(device), "probe": probe_defaults,
-                                         "rows": rows}, indent=2))
+                                         "rows": rows, "summary": summary}, indent=2))
+
+
+def variants(kinds: list[str], mlp_batch_sizes: list[int]) -> list[tuple[str, str, int | None]]:
+    """(kind, loop, batch size) rows: the linear probe before and after (full batch: None), the MLP before
+    (its own batch of 256) and after at each batch size."""
+    rows = []
+    if "linear" in kinds:
+        rows += [("linear", "before", OLD_BATCH_SIZE), ("linear", "after", None)]
+    if "mlp" in kinds:
+        rows += [("mlp", "before", OLD_BATCH_SIZE)] + [("mlp", "after", b) for b in mlp_batch_sizes]
+    return rows
+
+
+def label(row: dict) -> str:
+    full_batch = row["probe"] == "linear" and row["loop"] == "after"
+    return f"{row['probe']} {row['loop']}" + ("" if full_batch else f" @{row['batch_size']}")
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per variant: mean seconds, and each metric as 'mean ± sd' in points (kappa in units)."""
+    out = []
+    for name in dict.fromkeys(label(r) for r in rows):
+        group = [r for r in rows if label(r) == name]
+        entry = {"label": name, "seeds": len(group), "seconds": float(np.mean([r["seconds"] for r in group]))}
+        for key, scale, digits in (("accuracy", 100, 1), ("macro_f1", 100, 1), ("kappa", 1, 3)):
+            values = scale * np.array([r[key] for r in group])
+            entry[key] = f"{values.mean():.{digits + 1}f} ± {values.std(ddof=1) if len(values) > 1 else 0:.{digits + 1}f}"
+        out.append(entry)
+    return out
 
 
 if __name__ == "__main__":

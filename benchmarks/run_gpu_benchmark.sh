@@ -9,6 +9,7 @@
 #   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
 #   bash benchmarks/run_gpu_benchmark.sh validation   # bench_validation.py: a validation pass against val_chunk_size (PATTERN)
 #   bash benchmarks/run_gpu_benchmark.sh probe        # bench_probe.py: probe time before/after on 164k x 128 latents
+#                                                     # (SEEDS probe seeds; the MLP after at each of MLP_BATCHES)
 #   CONFIG=Hybrid_Transformer bash benchmarks/run_gpu_benchmark.sh pipeline   # bench_pipeline.py: one config,
 #                                                     # fold 1, to early stopping, every stage timed (issue 15);
 #                                                     # pauses after STOP_AFTER s and resumes in the next call
@@ -122,7 +123,8 @@ validation)
     --configs $selected --json "$OUT/bench_validation.json" 2>&1 | tee "$OUT/bench_validation.txt" | tail -20
   ;;
 probe)
-  python3 benchmarks/bench_probe.py --gpu 0 --json "$OUT/bench_probe.json" 2>/dev/null | tee "$OUT/bench_probe.txt"
+  python3 benchmarks/bench_probe.py --gpu 0 --seeds ${SEEDS:-3} --mlp-batch-sizes ${MLP_BATCHES:-128 256 1024} \
+    --json "$OUT/bench_probe.json" 2>/dev/null | tee "$OUT/bench_probe.txt"
   ;;
 pipeline)
   # The shipped settings, trained to early stopping; the scratch run stays in $WORKDIR for inspection. A run

@@ -339,3 +339,38 @@ def test_cuda_latents_are_float32_unless_the_encoder_trained_in_bf16():
         torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
     np.testing.assert_allclose(fp32, exact, rtol=1e-5, atol=1e-5)
     assert np.abs(bf16 - exact).max() > 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphed_mlp_epochs_equal_eager_epochs():
+    """Epochs 2+ replay one captured CUDA graph; without dropout (so both runs are deterministic) four epochs
+    leave the same weights as four eager epochs, so every replay reads the fresh permutation of its epoch."""
+    from probing.probe import _adam_epochs, build_head
+    z, y = blobs(1000, seed=5)
+    z, y = torch.from_numpy(z).cuda(), torch.from_numpy(y).cuda()
+    cfg = {**PROBE, "type": "mlp", "batch_size": 96, "learning_rate": 1e-2}  # 10 full batches and one of 40
+    weights = {}
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        head = build_head("mlp", 16)
+        for layer in head:
+            if isinstance(layer, nn.Dropout):
+                layer.p = 0.0
+        head = head.cuda().train()
+        initial = head[0].weight.detach().clone()
+        epoch = _adam_epochs(head, z, y, nn.CrossEntropyLoss(), cfg, seed=3, graphed=graphed)
+        for _ in range(4):
+            epoch()
+        weights[graphed] = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+        assert (head[0].weight - initial).abs().max() > 1e-3  # it trained
+    for key, eager in weights[False].items():
+        torch.testing.assert_close(weights[True][key], eager, rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphed_mlp_probe_with_dropout_separates_toy_latents():
+    (z_tr, y_tr), (z_va, y_va), (z_te, y_te) = blobs(1500, seed=1), blobs(300, seed=2), blobs(600, seed=3)
+    probe, summary = fit_probe(z_tr, y_tr, z_va, y_va, {**PROBE, "type": "mlp", "learning_rate": 1e-3}, seed=0,
+                               device="cuda")
+    assert np.mean(predict(probe, z_te, "cuda") == y_te) > 0.95
+    assert summary["epochs_trained"] >= 2  # at least one replayed epoch
