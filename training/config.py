@@ -114,7 +114,7 @@ SCHEMA = {
                       doc="'both': linear and MLP, each in its own results folder; context: a temporal model over "
                           "probe.context.length latents of one night"),
         "epochs": Field(int, 100, min=1, doc="most probe epochs (one validation each)"),
-        "batch_size": Field(int, 1024, min=2, doc="MLP mini-batch; the linear probe is full-batch L-BFGS"),
+        "batch_size": Field(int, 128, min=2, doc="MLP mini-batch (the reference's 128); the linear probe is full-batch L-BFGS"),
         "learning_rate": Field(float, 1e-3, min=0, max=1, doc="MLP (Adam)"),
         "weight_decay": Field(float, 1e-4, min=0, doc="L2 on the probe's parameters"),
         "patience": Field(int, 10, min=1, doc="epochs without a lower validation loss before stopping"),
