@@ -7,7 +7,7 @@ and score it on the fold's test subjects. A model pretrained with labels (ssl.ty
 scored with its own classifier head instead.
 
     probe.type "linear"  one linear layer on standardised latents (multinomial logistic regression),
-                         full-batch L-BFGS: one epoch = one L-BFGS iteration over the whole training split
+                         full-batch L-BFGS: one epoch = up to 10 L-BFGS iterations over the whole training split
     probe.type "mlp"     128 -> 256 -> 256 -> 5 with BatchNorm, ReLU, Dropout 0.5 (the seed's probe, the
                          reference's DLProjMLP), Adam with L2 weight decay in mini-batches of probe.batch_size
     probe.type "both"    the two, each in its own results folder (the default)
@@ -93,6 +93,8 @@ def class_weights(y: np.ndarray, mode: str) -> torch.Tensor | None:
 
 
 PROBE_KINDS = ("linear", "mlp")
+LBFGS_ITERATIONS_PER_EPOCH = 10  # the linear probe's epoch
+LINE_SEARCH_EVALS = 25  # line-search evaluations budgeted per L-BFGS iteration
 
 
 def probe_kinds(probe_cfg: dict) -> list[str]:
@@ -167,10 +169,15 @@ def fit_probe(z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val
 
 
 def _lbfgs_epochs(head: nn.Module, z: torch.Tensor, y: torch.Tensor, loss_fn, weight_decay: float):
-    """One full-batch L-BFGS iteration (strong-Wolfe line search) on cross-entropy + weight_decay/2 * |θ|²,
-    the objective that Adam's L2 weight decay descends."""
-    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=1, history_size=20,
-                                  line_search_fn="strong_wolfe")
+    """One epoch: up to LBFGS_ITERATIONS_PER_EPOCH full-batch L-BFGS iterations (strong-Wolfe line search) on
+    cross-entropy + weight_decay/2 * |θ|², the objective that Adam's L2 weight decay descends.
+
+    max_eval is set: torch's default, max_iter * 5 // 4, left one iteration per epoch no line-search evaluation
+    past the unit step, so the first unit step that raised the loss returned t = 0 and every later epoch
+    repeated it; the probe stalled short of the optimum on ill-conditioned latents (on the demo, 5-9 points)."""
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH,
+                                  max_eval=LBFGS_ITERATIONS_PER_EPOCH * LINE_SEARCH_EVALS,
+                                  history_size=20, line_search_fn="strong_wolfe")
 
     def objective() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
