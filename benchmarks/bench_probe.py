@@ -148,12 +148,9 @@ def main() -> None:
     rows = []
     for kind, loop, batch_size in variants(args.kinds, args.mlp_batch_sizes or [probe_defaults["batch_size"]]):
         probe_cfg = {**probe_defaults, "type": kind, "batch_size": batch_size or probe_defaults["batch_size"]}
+        fit = per_batch_probe if loop == "before" else (lambda *fit_args: fit_probe(*fit_args)[0])
         for seed in range(first_seed, first_seed + args.seeds):
-            if loop == "before":
-                fit = lambda: per_batch_probe(z_tr, y_tr, z_va, y_va, probe_cfg, seed, device)  # noqa: E731
-            else:
-                fit = lambda: fit_probe(z_tr, y_tr, z_va, y_va, probe_cfg, seed, device)[0]  # noqa: E731
-            probe, seconds = timed_fit(fit, device)
+            probe, seconds = timed_fit(lambda: fit(z_tr, y_tr, z_va, y_va, probe_cfg, seed, device), device)
             scores = classification_metrics(y_te, predict(probe, z_te, device))
             rows.append({"probe": kind, "loop": loop, "batch_size": batch_size, "seed": seed, "seconds": seconds,
                          **{k: scores[k] for k in ("accuracy", "macro_f1", "kappa")}})
