@@ -24,6 +24,23 @@ def synthetic_training(config: dict, device) -> Callable[[int], None]:
     paradigm's objective, compiled and captured as a CUDA graph where the config says so), synchronised."""
     import torch
 
+    one_step = synthetic_step(config, device)
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            one_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def synthetic_step(config: dict, device, capture_stream=None) -> Callable[[], None]:
+    """step(): enqueue one of the engine's train_steps (see synthetic_training) on the current stream, without
+    synchronising; its model, optimiser and 20,000 random epochs are its own. `capture_stream`: the CUDA
+    stream its graph is captured on (default: torch's one capture stream, shared by every graph)."""
+    import torch
+
     from models.main_model import build_model
     from training.engine import (GraphedStep, build_objective, make_optimizer, standardised_batch, train_step,
                                  use_fast_cuda_kernels)
@@ -41,17 +58,14 @@ def synthetic_training(config: dict, device) -> Callable[[int], None]:
     norm = {"mean": 0.0, "std": 30.0}
     use_amp = t["amp"] and device.type == "cuda"
     first = torch.arange(t["batch_size"], device=device)
-    step = (GraphedStep(objective, optimizer, model, standardised_batch(x, first, norm), y[first], use_amp, t["grad_clip"])
-            if use_graphs else lambda xb, yb: train_step(objective, optimizer, xb, yb, use_amp, t["grad_clip"]))
+    step = (GraphedStep(objective, optimizer, model, standardised_batch(x, first, norm), y[first], use_amp, t["grad_clip"],
+                        capture_stream=capture_stream) if use_graphs else lambda xb, yb: train_step(objective, optimizer, xb, yb, use_amp, t["grad_clip"]))
 
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (t["batch_size"],), device=device)
-            step(standardised_batch(x, idx, norm), y[idx])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def one_step() -> None:
+        idx = torch.randint(0, len(x), (t["batch_size"],), device=device)
+        step(standardised_batch(x, idx, norm), y[idx])
 
-    return run
+    return one_step
 
 
 def main() -> None:

@@ -13,6 +13,8 @@
 #   CONFIG=Hybrid_Transformer bash benchmarks/run_gpu_benchmark.sh pipeline   # bench_pipeline.py: one config,
 #                                                     # fold 1, to early stopping, every stage timed (issue 15);
 #                                                     # pauses after STOP_AFTER s and resumes in the next call
+#   bash benchmarks/run_gpu_benchmark.sh concurrency  # bench_concurrency.py: K replicas of a step on K streams of one
+#                                                     # GPU, larger batches, two processes sharing it (PATTERN)
 #   bash benchmarks/run_gpu_benchmark.sh ddp          # (2 GPUs) DDP scaling and loss match, CRL CNN_Attention + Hybrid CNN
 #   bash benchmarks/run_gpu_benchmark.sh probes       # (issue 16) linear, MLP and context probes on the same latents
 #                                                     # of CRL CNN_Attention and MP CNN (quality budget), fit times
@@ -143,6 +145,35 @@ pipeline)
     tar cz -C "$work" --exclude="embeddings_*" . | split -b 15m - "$OUT/pipeline_workdir_$cfg.tgz.part-" \
       && echo "paused: $OUT/pipeline_workdir_$cfg.tgz.part-* hold the run; copy them to .carry/pipeline/ for the next call"
   fi
+  ;;
+concurrency)
+  # Does one run at batch 128 fill the GPU? First one process per (config, batch) fills the inductor cache in
+  # parallel; then, alone on the GPU: K replicas on K streams in one process (interleaved and threaded), the
+  # step at larger BATCHES, and two processes timing the same window (time-sliced sharing).
+  SECONDS_EACH=${SECONDS_EACH:-8}
+  for c in ${PATTERN:-Hybrid_CNN MP_CNN}; do
+    for b in 128 ${BATCHES-256 512}; do
+      timeout 300 python3 benchmarks/bench_concurrency.py --config configs/DLPROJ_pretrain_${c}_Sleep-EDF-2018.json \
+        --batch $b --replicas 1 --warmup 2 --seconds 1 > /dev/null 2>&1 &
+    done
+  done
+  wait
+  for c in ${PATTERN:-Hybrid_CNN MP_CNN}; do
+    config=configs/DLPROJ_pretrain_${c}_Sleep-EDF-2018.json
+    timeout 200 python3 benchmarks/bench_concurrency.py --config $config --replicas ${REPLICAS:-1 2 4} \
+      --modes interleaved threads --seconds $SECONDS_EACH ${EXTRA:-} --json "$OUT/concurrency.jsonl" 2>&1 | grep -v Warning
+    for b in ${BATCHES-256 512}; do
+      timeout 120 python3 benchmarks/bench_concurrency.py --config $config --batch $b --replicas 1 \
+        --seconds $SECONDS_EACH --json "$OUT/concurrency.jsonl" 2>&1 | grep -v Warning
+    done
+    [ "${PROCESSES:-1}" = 1 ] || continue
+    start=$(( $(date +%s) + 40 ))
+    for i in 1 2; do
+      timeout 120 python3 benchmarks/bench_concurrency.py --config $config --replicas 1 --start-at $start \
+        --seconds $SECONDS_EACH --json "$OUT/concurrency_processes.jsonl" 2>&1 | grep -v Warning &
+    done
+    wait
+  done
   ;;
 ddp)
   # Issue 8, on 2 GPUs: samples/s on 1 GPU vs 2 GPUs at the same per-GPU batch (128; global 256), and the

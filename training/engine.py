@@ -147,7 +147,7 @@ class GraphedStep:
     """
 
     def __init__(self, step_fn, optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor, use_amp: bool,
-                 grad_clip: float | None, warmup: int = 3):
+                 grad_clip: float | None, warmup: int = 3, capture_stream: torch.cuda.Stream | None = None):
         self.x, self.y = x.clone(), y.clone()
         saved_model = {k: v.clone() for k, v in model.state_dict().items()}
         saved_optim = [{k: v.clone() for k, v in state.items()} for state in optimizer.state.values()]
@@ -159,7 +159,7 @@ class GraphedStep:
                     train_step(step_fn, optimizer, self.x, self.y, use_amp, grad_clip)
             torch.cuda.current_stream().wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            with torch.cuda.graph(self.graph, stream=capture_stream):
                 self.loss, self.parts = train_step(step_fn, optimizer, self.x, self.y, use_amp, grad_clip)
         finally:  # warm-up and capture ran real updates: undo them (also when capture fails)
             with torch.no_grad():
