@@ -28,8 +28,10 @@ sys.path.insert(0, str(REPO))
 import torch
 
 
-def timed_steps(steps: list, streams: list, seconds: float, threads: bool) -> tuple[int, float]:
-    """Run the replicas' steps, each on its stream, for about `seconds`: (total steps done, seconds taken)."""
+def timed_steps(steps: list, streams: list, seconds: float, mode: str) -> tuple[int, float]:
+    """Run the replicas' steps, each on its stream, for about `seconds`: (total steps done, seconds taken).
+    mode: interleaved (enqueued in turn from this thread), threads (one thread each) or serial (in turn, each
+    step finished before the next replica's starts: never side by side)."""
     started = time.perf_counter()
     stop = started + seconds
     counts = [0] * len(steps)
@@ -42,7 +44,7 @@ def timed_steps(steps: list, streams: list, seconds: float, threads: bool) -> tu
                 counts[k] += 10
                 streams[k].synchronize()
 
-    if threads:
+    if mode == "threads":
         workers = [threading.Thread(target=loop, args=(k,)) for k in range(len(steps))]
         for w in workers:
             w.start()
@@ -54,6 +56,8 @@ def timed_steps(steps: list, streams: list, seconds: float, threads: bool) -> tu
                 for step, stream in zip(steps, streams):
                     with torch.cuda.stream(stream):
                         step()
+                    if mode == "serial":
+                        stream.synchronize()
             counts = [c + 10 for c in counts]
             torch.cuda.synchronize()
     torch.cuda.synchronize()
@@ -69,8 +73,9 @@ def main() -> None:
                         help="capture every replica's graph on torch's one default capture stream (default: each on "
                              "its own stream, which gives each graph its own cuBLAS workspace)")
     parser.add_argument("--batch", type=int, help="trainer.batch_size (default: the config's)")
-    parser.add_argument("--modes", nargs="+", choices=["interleaved", "threads"], default=["interleaved"],
-                        help="interleaved: one host thread enqueues every replica's steps in turn; threads: one each")
+    parser.add_argument("--modes", nargs="+", choices=["interleaved", "threads", "serial"], default=["interleaved"],
+                        help="interleaved: one host thread enqueues every replica's steps in turn; threads: one thread "
+                             "each; serial: in turn, each step finished before the next starts")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps per replica after its capture")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--start-at", type=float, help="Unix time at which to start timing (after setup)")
@@ -102,7 +107,7 @@ def main() -> None:
             time.sleep(max(0.0, args.start_at - time.time()))
         for mode in args.modes if k > 1 else args.modes[:1]:
             began = time.time()
-            done, wall = timed_steps(steps[:k], streams[:k], args.seconds, threads=mode == "threads")
+            done, wall = timed_steps(steps[:k], streams[:k], args.seconds, mode)
             row = {"config": config["exp_name"], "replicas": k, "batch": batch, "mode": mode,
                    "samples_per_s": round(batch * done / wall), "steps": done, "setup_s": round(setup_s, 1), "timed_from": round(began, 1),
                    "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
