@@ -4,12 +4,11 @@
         --gpu 0 --replicas 1 2 4 [--modes interleaved threads] [--batch 128] [--seconds 20]
 
 Each replica is profile_train.synthetic_step's: its own model, optimiser and random µV-scale data, the engine's
-compiled step replayed as a CUDA graph. The K replicas of a measurement each get their own CUDA stream, so their
-kernels may run side by side (one process, one CUDA context). They are enqueued from one thread in turn (mode interleaved), or
-from one thread each (mode threads), as folds trained in threads would be. A larger --batch instead tells whether the
-kernels of one step are too small for the GPU. Several processes on one GPU (benchmark.py on one GPU id twice)
-share it by time slices, not side by side; `--start-at` (a Unix time) lets separately started processes time
-the same window to measure that.
+compiled step replayed as a CUDA graph, on its own CUDA stream. Modes: interleaved (one thread enqueues every
+replica's steps in turn, so their kernels may run side by side), threads (one thread per replica, as folds
+trained in threads would be) and serial (in turn, each step finished before the next starts). A larger --batch
+tells whether one step's kernels are too small for the GPU. `--start-at` (a Unix time) lets separately started
+processes time the same window, to measure processes sharing one GPU.
 
 Prints one JSON line per K and mode: aggregate samples/s over --seconds after --warmup steps per replica, and peak memory.
 """
@@ -70,8 +69,8 @@ def main() -> None:
     parser.add_argument("--gpu", default="0")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--shared-capture-stream", dest="own_capture_stream", action="store_false",
-                        help="capture every replica's graph on torch's one default capture stream (default: each on "
-                             "its own stream, which gives each graph its own cuBLAS workspace)")
+                        help="capture every replica's graph on torch's one default capture stream (default: each "
+                             "on its own stream)")
     parser.add_argument("--batch", type=int, help="trainer.batch_size (default: the config's)")
     parser.add_argument("--modes", nargs="+", choices=["interleaved", "threads", "serial"], default=["interleaved"],
                         help="interleaved: one host thread enqueues every replica's steps in turn; threads: one thread "
@@ -109,12 +108,14 @@ def main() -> None:
             began = time.time()
             done, wall = timed_steps(steps[:k], streams[:k], args.seconds, mode)
             row = {"config": config["exp_name"], "replicas": k, "batch": batch, "mode": mode,
-                   "samples_per_s": round(batch * done / wall), "steps": done, "setup_s": round(setup_s, 1), "timed_from": round(began, 1),
+                   "samples_per_s": round(batch * done / wall), "steps": done, "setup_s": round(setup_s, 1),
+                   "timed_from": round(began, 1),
                    "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
-            print(json.dumps(row), flush=True)
+            line = json.dumps(row)
+            print(line, flush=True)
             if args.json:
                 with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                    f.write(line + "\n")
 
 
 if __name__ == "__main__":
