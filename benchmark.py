@@ -4,6 +4,7 @@
     python benchmark.py --configs configs/*.json [--folds 1|all|1,2] [--gpu 0]
     python benchmark.py --configs configs/*.json --seeds 42,1,2                 # three seeds of every run
     python benchmark.py --configs configs/*.json --folds all --gpus 0,1,2,3     # one run per local GPU at a time
+    python benchmark.py --configs configs/*.json --folds all --gpus 0,0,0,0     # four runs on GPU 0 (with MPS)
     python benchmark.py --configs configs/*.json --folds all --shard 3/8        # shard 3 of 8 (SLURM job array)
     python benchmark.py --configs configs/*.json --set trainer.max_epochs=3      # --set goes to every run
     python benchmark.py --configs configs/*.json --tables-only [--readme]       # only the tables (and README.md)
@@ -240,6 +241,18 @@ def execute(run: Run, gpu: str, overrides: list[str], cpu_only: bool | None = No
         if steps[0] in missing_steps(run):
             return f"{run.name}: {steps[0]} ended without writing its output; see {log_path}"
     return None
+
+
+def mps_warning(gpus: list[str], environ=os.environ) -> str | None:
+    """A warning when a CUDA id is named more than once and no NVIDIA MPS control daemon is found (its pipe
+    directory, CUDA_MPS_PIPE_DIRECTORY or /tmp/nvidia-mps, holds no `control`): without MPS the runs on one GPU
+    share it by time slices and train no faster together than one alone (BENCHMARKS.md)."""
+    shared = sorted({gpu for gpu in gpus if gpu.isdigit() and gpus.count(gpu) > 1})
+    pipe = Path(environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
+    if not shared or (pipe / "control").exists():
+        return None
+    return (f"warning: GPU {', '.join(shared)} named more than once, but no MPS daemon was found at {pipe}: the runs "
+            "will take turns on it and gain nothing; start one first with `nvidia-cuda-mps-control -d`")
 
 
 def run_all(runs: list[Run], gpus: list[str], overrides: list[str]) -> list[str]:
@@ -547,7 +560,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: each config's own trainer.seed)")
     parser.add_argument("--gpu", default="auto", help="auto, cpu or a CUDA device id (default: auto, CUDA 0 when "
                         "available, else the CPU)")
-    parser.add_argument("--gpus", help="local CUDA ids, e.g. 0,1,2,3: one run per GPU at a time (overrides --gpu)")
+    parser.add_argument("--gpus", help="local CUDA ids, e.g. 0,1,2,3: one run per GPU at a time (overrides --gpu); "
+                        "an id named N times runs N runs on that GPU at once, faster only under NVIDIA MPS")
     parser.add_argument("--shard", default="1/1", help="K/N: take every N-th run, starting with the K-th")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override passed to pretraining and probes, e.g. trainer.max_epochs=3 "
@@ -578,6 +592,8 @@ def main(argv=None) -> None:
                 k, n = args.shard
                 mine = [r for r in shard_of(runs, k, n) if missing_steps(r)]
                 print(f"{len(runs)} run(s), {len(shard_of(runs, k, n))} in shard {k}/{n}, {len(mine)} to do", flush=True)
+                if warning := mps_warning(args.gpus):
+                    print(warning, flush=True)
                 errors = run_all(mine, args.gpus, args.overrides) if mine else []
             md_path, csv_path = write_tables(configs, folds_of, variants)
             if args.readme:

@@ -15,6 +15,8 @@
 #                                                     # pauses after STOP_AFTER s and resumes in the next call
 #   bash benchmarks/run_gpu_benchmark.sh concurrency  # bench_concurrency.py: K replicas of a step on K streams of one
 #                                                     # GPU, larger batches, two processes sharing it (PATTERN)
+#   bash benchmarks/run_gpu_benchmark.sh mps          # two and four processes on one GPU, without and with NVIDIA
+#                                                     # MPS (PATTERN, PROCESSES_LIST)
 #   bash benchmarks/run_gpu_benchmark.sh ddp          # (2 GPUs) DDP scaling and loss match, CRL CNN_Attention + Hybrid CNN
 #   bash benchmarks/run_gpu_benchmark.sh probes       # (issue 16) linear, MLP and context probes on the same latents
 #                                                     # of CRL CNN_Attention and MP CNN (quality budget), fit times
@@ -34,7 +36,7 @@ if [ -d .whl ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee -a "$OUT/device.txt"
-if [ ! -f "$DATA/SHA256SUMS.txt" ]; then
+if [ ! -f "$DATA/SHA256SUMS.txt" ] && [[ ! $stage =~ ^(concurrency|mps)$ ]]; then  # these two use random data
   /usr/bin/time -f "surrogate: %e s" python3 .carry/sleep-edf/make_surrogate.py --out "$DATA" --subjects all --format npz \
     --workers 16 --src .carry/sleep-edf/bandpower 2>&1 | tail -2
 fi
@@ -174,6 +176,38 @@ concurrency)
     done
     wait
   done
+  ;;
+mps)
+  # Two processes on one GPU, without and with NVIDIA's Multi-Process Service (a user-space daemon, stopped at the
+  # end; the card's compute mode is left as found). Without MPS the processes share the GPU by time slices; with
+  # it their kernels may run side by side, as streams of one process would. PATTERN configs, one process alone
+  # first (it also fills the inductor cache), then PROCESSES_LIST concurrent processes timing the same window.
+  SECONDS_EACH=${SECONDS_EACH:-10}
+  together() {  # $1 processes, $2 config, $3 jsonl
+    local start=$(( $(date +%s) + ${SETUP_S:-45} )) i
+    for i in $(seq $1); do
+      timeout 110 python3 benchmarks/bench_concurrency.py --config $2 --replicas 1 --start-at $start \
+        --seconds $SECONDS_EACH --json "$3" 2>&1 | grep -v Warning &
+    done
+    wait
+  }
+  for c in ${PATTERN:-Hybrid_CNN MP_CNN}; do
+    config=configs/DLPROJ_pretrain_${c}_Sleep-EDF-2018.json
+    timeout 300 python3 benchmarks/bench_concurrency.py --config $config --replicas 1 --seconds $SECONDS_EACH \
+      --json "$OUT/mps_alone.jsonl" 2>&1 | grep -v Warning
+    together 2 $config "$OUT/mps_off_2.jsonl"
+  done
+  if ! command -v nvidia-cuda-mps-control > /dev/null; then echo "no nvidia-cuda-mps-control on this machine"; exit 0; fi
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+  nvidia-cuda-mps-control -d && echo "MPS daemon started"
+  ls $CUDA_MPS_PIPE_DIRECTORY > "$OUT/mps_pipe_files.txt"
+  for c in ${PATTERN:-Hybrid_CNN MP_CNN}; do
+    config=configs/DLPROJ_pretrain_${c}_Sleep-EDF-2018.json
+    for k in ${PROCESSES_LIST:-2 4}; do together $k $config "$OUT/mps_on_$k.jsonl"; done
+  done
+  echo quit | nvidia-cuda-mps-control
+  cp -r $CUDA_MPS_LOG_DIRECTORY "$OUT/mps_log" 2>/dev/null
   ;;
 ddp)
   # Issue 8, on 2 GPUs: samples/s on 1 GPU vs 2 GPUs at the same per-GPU batch (128; global 256), and the

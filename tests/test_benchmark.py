@@ -265,3 +265,16 @@ def test_on_a_gpu_the_next_run_trains_while_the_last_one_evaluates_its_latents(t
     assert benchmark.run_all(runs, ["0"], []) == []
     assert all(done[run.fold] == ["pretraining", "probe linear", "probe mlp", "latent"] for run in runs)
     assert {device for step, _, device in events if step != "latent"} == {"0"}
+
+
+def test_a_gpu_named_twice_warns_unless_an_mps_daemon_answers(tmp_path):
+    pipe = tmp_path / "mps"
+    pipe.mkdir()
+    environ = {"CUDA_MPS_PIPE_DIRECTORY": str(pipe)}
+    warning = benchmark.mps_warning(["0", "0", "1"], environ)
+    assert warning.startswith("warning: GPU 0 named more than once") and "nvidia-cuda-mps-control -d" in warning
+    assert "\n" not in warning
+    assert benchmark.mps_warning(["0", "1"], environ) is None  # one run per GPU: nothing to share
+    assert benchmark.mps_warning(["cpu", "cpu"], environ) is None
+    (pipe / "control").touch()  # the daemon's control pipe
+    assert benchmark.mps_warning(["0", "0"], environ) is None

@@ -1,0 +1,184 @@
+"""Why do two live CUDA-graph training steps in one process fault? One variant per subprocess (a fault ends
+its CUDA context), each building replica A, replaying it, building replica B, then replaying them in turn.
+
+    python benchmarks/diagnose_two_graphs.py --gpu 0 [--variants real toy ...] [--json out.jsonl]
+
+Prints one JSON line per variant: ok, the last stage reached, and the error's last line.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+HYBRID = "configs/DLPROJ_pretrain_Hybrid_CNN_Sleep-EDF-2018.json"
+BASE = ["trainer.compile=false"]
+VARIANTS = {
+    "toy": {"toy": True},
+    "toy_dropout": {"toy": True, "dropout": True},
+    "toy_sgd": {"toy": True, "sgd": True},
+    "toy_no_empty_cache": {"toy": True, "no_empty_cache": True},
+    "raw": {"raw": True},
+    "raw_zero_inside": {"raw": True, "zero_inside": True},
+    "raw_no_empty_cache": {"raw": True, "no_empty_cache": True},
+    "real": {},
+    "real_foreach": {"optimizer": "foreach"},
+    "real_single_tensor": {"optimizer": "single"},
+    "real_no_clip": {"set": ["trainer.grad_clip=0"]},
+    "real_fp32": {"set": ["trainer.amp=false"]},
+    "real_no_cudnn_benchmark": {"cudnn_benchmark": False},
+    "real_shared_pool": {"shared_pool": True},
+    "real_A_only_after_B": {"replay": "A"},
+    "real_B_eager": {"b_eager": True},
+    "real_compiled": {"set": ["trainer.compile=true"]},
+    "mp_cnn": {"config": "configs/DLPROJ_pretrain_MP_CNN_Sleep-EDF-2018.json"},
+}
+
+
+def stage(name: str) -> None:
+    print(f"STAGE {name}", file=sys.stderr, flush=True)
+
+
+def child(variant: str, gpu: str, steps: int) -> None:
+    import torch
+    from torch import nn
+
+    import training.engine as engine
+    from benchmarks.profile_train import synthetic_step
+    from training.config import load_config
+
+    knobs = VARIANTS[variant]
+    device = torch.device(f"cuda:{gpu}")
+    torch.cuda.set_device(device)
+    if knobs.get("optimizer"):
+        def make_optimizer(config, model, capturable=False):
+            kind = {"foreach": {"foreach": True}, "single": {"foreach": False}}[knobs["optimizer"]]
+            return torch.optim.Adam(model.parameters(), lr=1e-3, capturable=capturable, **kind)
+        engine.make_optimizer = make_optimizer
+    if knobs.get("cudnn_benchmark") is False:
+        engine.use_fast_cuda_kernels = lambda: None
+    if knobs.get("shared_pool"):
+        torch.cuda.graph = functools.partial(torch.cuda.graph, pool=torch.cuda.graph_pool_handle())
+
+    if knobs.get("no_empty_cache"):
+        torch.cuda.empty_cache = lambda: None
+
+    if knobs.get("raw"):  # PyTorch's documented whole-network capture, without GraphedStep
+        def replica():
+            model = nn.Sequential(nn.Linear(3000, 512), nn.ReLU(), nn.Linear(512, 5)).to(device)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=True)
+            x, y = torch.randn(128, 3000, device=device), torch.randint(0, 5, (128,), device=device)
+
+            def step():
+                if knobs.get("zero_inside"):
+                    optimizer.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+                return loss
+
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    optimizer.zero_grad(set_to_none=True)
+                    step()
+            torch.cuda.current_stream().wait_stream(side)
+            optimizer.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step()
+
+            def replay():
+                x.copy_(torch.randn(128, 3000, device=device))
+                graph.replay()
+            replay.keep = (model, optimizer, graph)
+            return replay
+    elif knobs.get("toy"):
+        def replica():
+            model = nn.Sequential(nn.Linear(3000, 512), nn.ReLU(), *([nn.Dropout(0.2)] if knobs.get("dropout") else []),
+                                  nn.Linear(512, 5)).to(device)
+            optimizer = (torch.optim.SGD(model.parameters(), lr=1e-3) if knobs.get("sgd") else
+                         torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=True))
+            loss_fn = nn.CrossEntropyLoss()
+
+            def objective(x, y):
+                loss = loss_fn(model(x.squeeze(1)), y)
+                return loss, {"loss": loss.detach()}
+
+            x, y = torch.randn(128, 1, 3000, device=device), torch.randint(0, 5, (128,), device=device)
+            step = engine.GraphedStep(objective, optimizer, model, x, y, use_amp=True, grad_clip=5.0)
+            return lambda: step(torch.randn(128, 1, 3000, device=device), torch.randint(0, 5, (128,), device=device))
+    else:
+        def replica(eager: bool = False):
+            overrides = BASE + knobs.get("set", []) + (["trainer.cuda_graphs=false"] if eager else [])
+            return synthetic_step(load_config(knobs.get("config", HYBRID), overrides), device)
+
+    stage("build A")
+    step_a = replica()
+    for _ in range(5):
+        step_a()
+    torch.cuda.synchronize()
+    stage("replayed A alone")
+    step_b = replica(eager=True) if knobs.get("b_eager") else replica()
+    torch.cuda.synchronize()
+    stage("built B")
+    order = {"A": [("A", step_a)], "AB": [("A", step_a), ("B", step_b)]}[knobs.get("replay", "AB")]
+    for i in range(steps):
+        for name, step in order:
+            step()
+            torch.cuda.synchronize()
+            if i < 3 or i == steps - 1:
+                stage(f"step {i} {name}")
+    stage("done")
+
+
+def run_variant(variant: str, gpu: str, steps: int, timeout: float, sanitize: bool = False) -> dict:
+    """sanitize: under compute-sanitizer's memcheck, whose first reports name the faulting kernel."""
+    started = time.perf_counter()
+    prefix = ["compute-sanitizer", "--tool", "memcheck", "--print-limit", "3", "--show-backtrace", "device"] if sanitize else []
+    try:
+        done = subprocess.run(prefix + [sys.executable, __file__, "--child", variant, "--gpu", gpu, "--steps", str(steps)],
+                              capture_output=True, text=True, timeout=timeout)
+        err, rc = done.stderr + done.stdout, done.returncode
+    except subprocess.TimeoutExpired as timed_out:
+        err, rc = timed_out.stderr or "", "timeout"
+        err = err.decode() if isinstance(err, bytes) else err
+    stages = [line[6:] for line in err.splitlines() if line.startswith("STAGE ")]
+    errors = [line for line in err.splitlines() if "Error" in line or "error" in line]
+    report = [line.strip() for line in err.splitlines() if line.startswith("=========")][:14]
+    return {"variant": variant, "sanitized": sanitize, "sanitizer": report, "ok": rc == 0 and stages[-1:] == ["done"], "rc": rc,
+            "last_stage": stages[-1] if stages else None, "error": errors[-1][-300:] if errors else None,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", default="0")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--sanitize", action="store_true", help="run each variant under compute-sanitizer memcheck")
+    parser.add_argument("--json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.gpu, args.steps)
+        return
+    for variant in args.variants:
+        row = json.dumps(run_variant(variant, args.gpu, args.steps, args.timeout, args.sanitize))
+        print(row, flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(row + "\n")
+
+
+if __name__ == "__main__":
+    main()
