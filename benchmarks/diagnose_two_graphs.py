@@ -1,9 +1,13 @@
 """Why do two live CUDA-graph training steps in one process fault? One variant per subprocess (a fault ends
-its CUDA context), each building replica A, replaying it, building replica B, then replaying them in turn.
+its CUDA context), each building replica A, replaying it, then building replica B (or, for the *_alone_*
+variants, releasing the allocator's caches instead), then replaying them in turn.
 
-    python benchmarks/diagnose_two_graphs.py --gpu 0 [--variants real toy ...] [--json out.jsonl]
+    python benchmarks/diagnose_two_graphs.py --gpu 0 [--variants real toy ...] [--sanitize] [--json out.jsonl]
 
-Prints one JSON line per variant: ok, the last stage reached, and the error's last line.
+Variants: toy (a two-layer MLP through the engine's GraphedStep), raw (the same MLP captured by PyTorch's
+documented recipe, without GraphedStep), real (Hybrid CNN as shipped, uncompiled), each with one knob
+changed (VARIANTS). Prints one JSON line per variant: ok, the last stage reached, the error's last line and,
+with --sanitize, compute-sanitizer's first reports. BENCHMARKS.md has the findings.
 """
 from __future__ import annotations
 
@@ -28,6 +32,13 @@ VARIANTS = {
     "raw": {"raw": True},
     "raw_zero_inside": {"raw": True, "zero_inside": True},
     "raw_no_empty_cache": {"raw": True, "no_empty_cache": True},
+    "raw_no_cache_release": {"raw": True, "no_empty_cache": True, "no_host_empty_cache": True},
+    "toy_no_cache_release": {"toy": True, "no_empty_cache": True, "no_host_empty_cache": True},
+    "raw_alone_after_empty_cache": {"raw": True, "alone": True},
+    "toy_alone_after_empty_cache": {"toy": True, "alone": True},
+    "toy_alone_fp32": {"toy": True, "alone": True, "fp32": True},
+    "toy_alone_no_clip": {"toy": True, "alone": True, "no_clip": True},
+    "real_alone_after_empty_cache": {"alone": True},
     "real": {},
     "real_foreach": {"optimizer": "foreach"},
     "real_single_tensor": {"optimizer": "single"},
@@ -69,6 +80,8 @@ def child(variant: str, gpu: str, steps: int) -> None:
 
     if knobs.get("no_empty_cache"):
         torch.cuda.empty_cache = lambda: None
+    if knobs.get("no_host_empty_cache"):
+        torch._C._host_emptyCache = lambda: None
 
     if knobs.get("raw"):  # PyTorch's documented whole-network capture, without GraphedStep
         def replica():
@@ -114,7 +127,8 @@ def child(variant: str, gpu: str, steps: int) -> None:
                 return loss, {"loss": loss.detach()}
 
             x, y = torch.randn(128, 1, 3000, device=device), torch.randint(0, 5, (128,), device=device)
-            step = engine.GraphedStep(objective, optimizer, model, x, y, use_amp=True, grad_clip=5.0)
+            step = engine.GraphedStep(objective, optimizer, model, x, y, use_amp=not knobs.get("fp32"),
+                                      grad_clip=None if knobs.get("no_clip") else 5.0)
             return lambda: step(torch.randn(128, 1, 3000, device=device), torch.randint(0, 5, (128,), device=device))
     else:
         def replica(eager: bool = False):
@@ -127,10 +141,15 @@ def child(variant: str, gpu: str, steps: int) -> None:
         step_a()
     torch.cuda.synchronize()
     stage("replayed A alone")
-    step_b = replica(eager=True) if knobs.get("b_eager") else replica()
+    if knobs.get("alone"):  # no B: do the caches' releases alone break A?
+        torch.cuda.empty_cache()
+        torch._C._host_emptyCache()
+        step_b = None
+    else:
+        step_b = replica(eager=True) if knobs.get("b_eager") else replica()
     torch.cuda.synchronize()
-    stage("built B")
-    order = {"A": [("A", step_a)], "AB": [("A", step_a), ("B", step_b)]}[knobs.get("replay", "AB")]
+    stage("built B" if step_b is not None else "released the caches")
+    order = [("A", step_a)] if step_b is None or knobs.get("replay") == "A" else [("A", step_a), ("B", step_b)]
     for i in range(steps):
         for name, step in order:
             step()
@@ -172,6 +191,9 @@ def main() -> None:
     if args.child:
         child(args.child, args.gpu, args.steps)
         return
+    import torch
+    if not torch.cuda.is_available():
+        raise SystemExit("diagnose_two_graphs.py replays CUDA graphs: it needs a GPU")
     for variant in args.variants:
         row = json.dumps(run_variant(variant, args.gpu, args.steps, args.timeout, args.sanitize))
         print(row, flush=True)

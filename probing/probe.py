@@ -227,6 +227,7 @@ def _adam_epochs(head: nn.Module, z: torch.Tensor, y: torch.Tensor, loss_fn, pro
             with torch.cuda.stream(side):
                 steps()
             torch.cuda.current_stream(z.device).wait_stream(side)
+            optimizer.zero_grad(set_to_none=True)  # before capture, as in training.engine.GraphedStep
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 steps()

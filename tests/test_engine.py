@@ -413,6 +413,41 @@ def test_cuda_graph_steps_equal_eager_steps():
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_survives_cache_releases_and_eager_work_between_replays():
+    """A graph references no memory the allocator counts as free: with gradients large enough for segments of
+    their own (6 MB), releasing the caches and filling fresh tensors with NaN between replays (as validation
+    allocates) leaves the weights equal to eager steps'. Before the fix, the first replay after the release
+    faulted (benchmarks/diagnose_two_graphs.py, variant toy_alone_fp32)."""
+    from torch import nn
+
+    from training.engine import GraphedStep, train_step
+
+    batches = [(torch.randn(128, 1, 3000, device="cuda"), torch.randint(0, 5, (128,), device="cuda")) for _ in range(8)]
+    weights = []
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3000, 512), nn.ReLU(), nn.Linear(512, 5)).cuda()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=graphs)
+
+        def objective(x, y):
+            loss = nn.functional.cross_entropy(model(x.squeeze(1)), y)
+            return loss, {"ce": loss.detach()}
+
+        step = GraphedStep(objective, optimizer, model, *batches[0], False, 5.0) if graphs else \
+            (lambda x, y: train_step(objective, optimizer, x, y, False, 5.0))
+        for x, y in batches:
+            step(x, y)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch._C._host_emptyCache()
+            filled = [torch.full((n,), float("nan"), device="cuda") for n in (2**10, 2**16, 2**20, 2**22)]
+            del filled
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile + CUDA graphs need a GPU")
 def test_cuda_compiled_graphed_steps_follow_eager_steps(monkeypatch):
     """trainer.compile + cuda_graphs (the GPU default) trains like plain eager steps (supervised CNN: no

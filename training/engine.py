@@ -144,6 +144,10 @@ class GraphedStep:
     run real steps on the first batch, so the model and optimiser state are restored afterwards:
     training proceeds exactly as if the graph had been there from the start. Randomness (augmentations,
     masks, dropout) is drawn inside the graph, fresh on every replay.
+
+    The warm-up's gradients are dropped before capture (PyTorch's documented recipe). Dropped inside it, as
+    train_step does, they left the graph referencing memory the allocator counted as free: on the H200 a
+    replay faulted once torch.cuda.empty_cache() had run (benchmarks/diagnose_two_graphs.py, BENCHMARKS.md).
     """
 
     def __init__(self, step_fn, optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor, use_amp: bool,
@@ -158,6 +162,7 @@ class GraphedStep:
                 for _ in range(warmup):
                     train_step(step_fn, optimizer, self.x, self.y, use_amp, grad_clip)
             torch.cuda.current_stream().wait_stream(side)
+            optimizer.zero_grad(set_to_none=True)  # so the graph's gradients are allocated in its own pool
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph, stream=capture_stream):
                 self.loss, self.parts = train_step(step_fn, optimizer, self.x, self.y, use_amp, grad_clip)
