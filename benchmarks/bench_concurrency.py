@@ -63,6 +63,15 @@ def timed_steps(steps: list, streams: list, seconds: float, mode: str) -> tuple[
     return sum(counts), time.perf_counter() - started
 
 
+def emit(row: dict, path: str | None) -> None:
+    """Print `row` as one JSON line, and append it to the file at `path` when given."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -111,11 +120,7 @@ def main() -> None:
                    "samples_per_s": round(batch * done / wall), "steps": done, "setup_s": round(setup_s, 1),
                    "timed_from": round(began, 1),
                    "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
-            line = json.dumps(row)
-            print(line, flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(line + "\n")
+            emit(row, args.json)
 
 
 if __name__ == "__main__":

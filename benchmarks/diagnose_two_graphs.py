@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import subprocess
 import sys
 import time
@@ -83,9 +82,14 @@ def child(variant: str, gpu: str, steps: int) -> None:
     if knobs.get("no_host_empty_cache"):
         torch._C._host_emptyCache = lambda: None
 
+    def mlp() -> nn.Module:
+        """(B, 3000) -> (B, 5), gradients of 6 MB: large enough for allocator segments of their own."""
+        dropout = [nn.Dropout(0.2)] if knobs.get("dropout") else []
+        return nn.Sequential(nn.Linear(3000, 512), nn.ReLU(), *dropout, nn.Linear(512, 5)).to(device)
+
     if knobs.get("raw"):  # PyTorch's documented whole-network capture, without GraphedStep
         def replica():
-            model = nn.Sequential(nn.Linear(3000, 512), nn.ReLU(), nn.Linear(512, 5)).to(device)
+            model = mlp()
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=True)
             x, y = torch.randn(128, 3000, device=device), torch.randint(0, 5, (128,), device=device)
 
@@ -116,8 +120,7 @@ def child(variant: str, gpu: str, steps: int) -> None:
             return replay
     elif knobs.get("toy"):
         def replica():
-            model = nn.Sequential(nn.Linear(3000, 512), nn.ReLU(), *([nn.Dropout(0.2)] if knobs.get("dropout") else []),
-                                  nn.Linear(512, 5)).to(device)
+            model = mlp()
             optimizer = (torch.optim.SGD(model.parameters(), lr=1e-3) if knobs.get("sgd") else
                          torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=True))
             loss_fn = nn.CrossEntropyLoss()
@@ -194,12 +197,9 @@ def main() -> None:
     import torch
     if not torch.cuda.is_available():
         raise SystemExit("diagnose_two_graphs.py replays CUDA graphs: it needs a GPU")
+    from benchmarks.bench_concurrency import emit
     for variant in args.variants:
-        row = json.dumps(run_variant(variant, args.gpu, args.steps, args.timeout, args.sanitize))
-        print(row, flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(row + "\n")
+        emit(run_variant(variant, args.gpu, args.steps, args.timeout, args.sanitize), args.json)
 
 
 if __name__ == "__main__":

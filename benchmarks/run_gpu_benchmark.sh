@@ -45,6 +45,16 @@ configs_matching() {
   local patterns p; read -ra patterns <<< "$1"
   for p in "${patterns[@]}"; do ls configs/DLPROJ_pretrain_${p}_Sleep-EDF-2018.json; done
 }
+# `together K CONFIG JSONL`: K processes of bench_concurrency.py on one GPU, each one replica of CONFIG, timing the
+# same SECONDS_EACH window after SETUP_S seconds of setup; their rows go to JSONL.
+together() {
+  local start=$(( $(date +%s) + ${SETUP_S:-45} )) i
+  for i in $(seq $1); do
+    timeout 120 python3 benchmarks/bench_concurrency.py --config $2 --replicas 1 --start-at $start \
+      --seconds $SECONDS_EACH --json "$3" 2>&1 | grep -v Warning &
+  done
+  wait
+}
 case "$stage" in
 models)
   python3 benchmarks/bench_models.py --device cuda --batch-sizes 128 512 --dtype float32 bf16 --steps 30 2>&1 | tee "$OUT/bench_models.txt" | tail -30
@@ -169,12 +179,7 @@ concurrency)
         --seconds $SECONDS_EACH --json "$OUT/concurrency.jsonl" 2>&1 | grep -v Warning
     done
     [ "${PROCESSES:-1}" = 1 ] || continue
-    start=$(( $(date +%s) + 40 ))
-    for i in 1 2; do
-      timeout 120 python3 benchmarks/bench_concurrency.py --config $config --replicas 1 --start-at $start \
-        --seconds $SECONDS_EACH --json "$OUT/concurrency_processes.jsonl" 2>&1 | grep -v Warning &
-    done
-    wait
+    together 2 $config "$OUT/concurrency_processes.jsonl"
   done
   ;;
 mps)
@@ -183,14 +188,6 @@ mps)
   # it their kernels may run side by side, as streams of one process would. PATTERN configs, one process alone
   # first (it also fills the inductor cache), then PROCESSES_LIST concurrent processes timing the same window.
   SECONDS_EACH=${SECONDS_EACH:-10}
-  together() {  # $1 processes, $2 config, $3 jsonl
-    local start=$(( $(date +%s) + ${SETUP_S:-45} )) i
-    for i in $(seq $1); do
-      timeout 110 python3 benchmarks/bench_concurrency.py --config $2 --replicas 1 --start-at $start \
-        --seconds $SECONDS_EACH --json "$3" 2>&1 | grep -v Warning &
-    done
-    wait
-  }
   for c in ${PATTERN:-Hybrid_CNN MP_CNN}; do
     config=configs/DLPROJ_pretrain_${c}_Sleep-EDF-2018.json
     timeout 300 python3 benchmarks/bench_concurrency.py --config $config --replicas 1 --seconds $SECONDS_EACH \
