@@ -1,6 +1,8 @@
-"""Why do two live CUDA-graph training steps in one process fault? One variant per subprocess (a fault ends
+"""Why did two live CUDA-graph training steps in one process fault? One variant per subprocess (a fault ends
 its CUDA context), each building replica A, replaying it, then building replica B (or, for the *_alone_*
-variants, releasing the allocator's caches instead), then replaying them in turn.
+variants, releasing the allocator's caches instead), then replaying them in turn. The answer: the graph's
+tensors were freed while it lived (GraphedStep held neither model nor optimiser, and the raw recipe's targets
+lived only in a dropped closure); the *_unheld variants restore that to show it.
 
     python benchmarks/diagnose_two_graphs.py --gpu 0 [--variants real toy ...] [--sanitize] [--json out.jsonl]
 
@@ -35,6 +37,8 @@ VARIANTS = {
     "toy_no_cache_release": {"toy": True, "no_empty_cache": True, "no_host_empty_cache": True},
     "raw_alone_after_empty_cache": {"raw": True, "alone": True},
     "toy_alone_after_empty_cache": {"toy": True, "alone": True},
+    "toy_unheld": {"toy": True, "unheld": True},
+    "raw_unheld": {"raw": True, "unheld": True},
     "toy_alone_fp32": {"toy": True, "alone": True, "fp32": True},
     "toy_alone_no_clip": {"toy": True, "alone": True, "no_clip": True},
     "real_alone_after_empty_cache": {"alone": True},
@@ -116,7 +120,7 @@ def child(variant: str, gpu: str, steps: int) -> None:
             def replay():
                 x.copy_(torch.randn(128, 3000, device=device))
                 graph.replay()
-            replay.keep = (model, optimizer, graph)
+            replay.keep = (model, optimizer, graph) if knobs.get("unheld") else (model, optimizer, graph, step)
             return replay
     elif knobs.get("toy"):
         def replica():
@@ -132,6 +136,8 @@ def child(variant: str, gpu: str, steps: int) -> None:
             x, y = torch.randn(128, 1, 3000, device=device), torch.randint(0, 5, (128,), device=device)
             step = engine.GraphedStep(objective, optimizer, model, x, y, use_amp=not knobs.get("fp32"),
                                       grad_clip=None if knobs.get("no_clip") else 5.0)
+            if knobs.get("unheld"):  # as before the fix: nothing but the caller's locals held the weights
+                del step.step_fn, step.optimizer, step.model
             return lambda: step(torch.randn(128, 1, 3000, device=device), torch.randint(0, 5, (128,), device=device))
     else:
         def replica(eager: bool = False):

@@ -17,6 +17,8 @@
 #                                                     # GPU, larger batches, two processes sharing it (PATTERN)
 #   bash benchmarks/run_gpu_benchmark.sh mps          # two and four processes on one GPU, without and with NVIDIA
 #                                                     # MPS (PATTERN, PROCESSES_LIST)
+#   bash benchmarks/run_gpu_benchmark.sh table        # benchmark.py end to end: CONFIG's folds one at a time, then four
+#                                                     # at once on GPU 0 under MPS (MAX_EPOCHS, ALONE, TOGETHER)
 #   bash benchmarks/run_gpu_benchmark.sh ddp          # (2 GPUs) DDP scaling and loss match, CRL CNN_Attention + Hybrid CNN
 #   bash benchmarks/run_gpu_benchmark.sh probes       # (issue 16) linear, MLP and context probes on the same latents
 #                                                     # of CRL CNN_Attention and MP CNN (quality budget), fit times
@@ -205,6 +207,32 @@ mps)
   done
   echo quit | nvidia-cuda-mps-control
   cp -r $CUDA_MPS_LOG_DIRECTORY "$OUT/mps_log" 2>/dev/null
+  ;;
+table)
+  # Does `benchmark.py --gpus 0,0,0,0` under MPS shorten the table end to end (validation, probes and latent
+  # evaluation included), as the mps stage's samples/s suggest? CONFIG (copied where it has no reference twin) at
+  # trainer.max_epochs=MAX_EPOCHS: fold WARM first (one epoch: fills the inductor cache), then the ALONE folds one
+  # at a time, then the TOGETHER folds all at once on GPU 0 under MPS. Wall times and each run's train_fold JSON.
+  cfg=${CONFIG:-CRL_CNN_Attention}; mkdir -p /tmp/table_cfg && cp configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json /tmp/table_cfg/
+  table() {  # table NAME FOLDS GPUS EPOCHS
+    local started=$(date +%s.%N)
+    timeout ${TABLE_TIMEOUT:-400} python3 benchmark.py --configs /tmp/table_cfg/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json \
+      --folds $2 --gpus $3 --set data.root_dir=$DATA --set trainer.max_epochs=$4 > "$OUT/table_$1.txt" 2>&1
+    local rc=$?
+    python3 -c "import json,sys; print(json.dumps({'config': sys.argv[1], 'runs': sys.argv[2], 'folds': sys.argv[3], 'gpus': sys.argv[4],
+      'max_epochs': int(sys.argv[5]), 'rc': int(sys.argv[6]), 'wall_s': round(float(sys.argv[8]) - float(sys.argv[7]), 1)}))" \
+      $cfg $1 $2 $3 $4 $rc $started $(date +%s.%N) | tee -a "$OUT/table.jsonl"
+  }
+  table warm ${WARM:-10} 0 1
+  table alone ${ALONE:-9} 0 ${MAX_EPOCHS:-3}
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY && nvidia-cuda-mps-control -d && echo "MPS daemon started"
+  table together ${TOGETHER:-1,2,3,4} 0,0,0,0 ${MAX_EPOCHS:-3}
+  echo quit | nvidia-cuda-mps-control
+  for f in checkpoints/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018/train_fold-*.json; do
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({'file': sys.argv[1].split('/')[-1], **{k: d.get(k)
+      for k in ('steps', 'train_samples_per_s', 'best_val_loss', 'peak_gpu_memory_gb')}}))" $f | tee -a "$OUT/table_runs.jsonl"
+  done
   ;;
 ddp)
   # Issue 8, on 2 GPUs: samples/s on 1 GPU vs 2 GPUs at the same per-GPU batch (128; global 256), and the

@@ -238,6 +238,20 @@ def test_rerun_is_refused_then_overwrite_removes_every_derived_result(workdir, c
     assert (tmp / "results" / "test_MP_CNN" / "metrics.json").is_file()
 
 
+def test_another_fold_trains_beside_a_run_and_a_trained_fold_is_refused(workdir, capsys):
+    """Fold 2 of an exp_name whose fold 1 is done trains without a flag (benchmark.py trains folds one by one)
+    and leaves fold 1 alone; fold 1 again is refused, naming the fold."""
+    tmp, _, _ = workdir
+    config = make_config(workdir, "MP", max_epochs=1)
+    pipeline.main("MP", ["--config", str(config), "--gpu", "cpu", "--fold", "1"])
+    fold_1_files = {p: sha256(p) for p in (tmp / "checkpoints" / "test_MP_CNN").glob("*fold-01*")}
+    pipeline.main("MP", ["--config", str(config), "--gpu", "cpu", "--fold", "2"])
+    assert fold_1_files and all(sha256(p) == digest for p, digest in fold_1_files.items())
+    assert json.loads((tmp / "results" / "test_MP_CNN" / "metrics.json").read_text())["folds"] == [1, 2]
+    message = refused(train_cli("MP"), ["--config", str(config), "--gpu", "cpu", "--fold", "3", "--fold", "1"], tmp, capsys)
+    assert "checkpoints/test_MP_CNN" in message and "fold 1 of a run named 'test_MP_CNN'" in message
+
+
 def test_results_alone_also_protect_a_run(workdir, capsys):
     tmp, _, _ = workdir
     (tmp / "results" / "test_MP_CNN").mkdir(parents=True)

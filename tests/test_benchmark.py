@@ -107,6 +107,19 @@ def test_benchmark_writes_both_tables_and_a_rerun_trains_nothing(bench_dir, caps
     assert "4 run(s), 1 in shard 2/4, 0 to do" in capsys.readouterr().out
 
 
+def test_two_folds_of_one_config_both_complete(bench_dir, capsys):
+    """--folds 1,2 of a config without a twin: fold 2 trains into the exp_name that fold 1 already holds."""
+    (bench_dir / "solo").mkdir()
+    (bench_dir / "solo" / "T_SOLO.json").write_text(json.dumps(tiny_config("T_SOLO", 0.5)))
+    benchmark.main(["--configs", "solo/T_SOLO.json", "--folds", "1,2", "--gpu", "cpu"])
+    assert "2 run(s), 2 in shard 1/1, 2 to do" in capsys.readouterr().out
+    for run in ("T_SOLO", "T_SOLO_mlp-probe"):
+        assert json.loads((bench_dir / "results" / run / "metrics.json").read_text())["folds"] == [1, 2]
+    assert sorted(p.name for p in (bench_dir / "checkpoints" / "T_SOLO").glob("ckpt_fold-*.pth")) == \
+        ["ckpt_fold-01.pth", "ckpt_fold-02.pth"]
+    assert json.loads((bench_dir / "results" / "T_SOLO" / "latent" / "metrics.json").read_text())["folds"] == [1, 2]
+
+
 def test_shards_partition_the_runs_and_missing_runs_are_listed(bench_dir, capsys):
     configs = benchmark.load_configs([Path("configs/T_MP.json")])
     assert [c.exp_name for c in configs] == ["T_MP", "REF_T_MP"] and configs[1].reference

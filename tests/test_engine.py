@@ -413,29 +413,34 @@ def test_cuda_graph_steps_equal_eager_steps():
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graph_survives_cache_releases_and_eager_work_between_replays():
-    """A graph references no memory the allocator counts as free: with gradients large enough for segments of
-    their own (6 MB), releasing the caches and filling fresh tensors with NaN between replays (as validation
-    allocates) leaves the weights equal to eager steps'. Before the fix, the first replay after the release
-    faulted (benchmarks/diagnose_two_graphs.py, variant toy_alone_fp32)."""
+def mlp_step(graphs: bool, batch: tuple, grad_clip: float | None):
+    """(step, model): a 3000 -> 512 -> 5 MLP (6-MB gradients: allocator segments of their own) with fused Adam,
+    its training step graphed (GraphedStep captured on `batch`) or eager; seeded, so both start alike."""
     from torch import nn
 
     from training.engine import GraphedStep, train_step
 
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3000, 512), nn.ReLU(), nn.Linear(512, 5)).cuda()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=graphs)
+
+    def objective(x, y):
+        loss = nn.functional.cross_entropy(model(x.squeeze(1)), y)
+        return loss, {"ce": loss.detach()}
+
+    if graphs:
+        return GraphedStep(objective, optimizer, model, *batch, False, grad_clip), model
+    return (lambda x, y: train_step(objective, optimizer, x, y, False, grad_clip)), model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_survives_cache_releases_and_eager_work_between_replays():
+    """A graph references no memory the allocator counts as free: releasing the caches and filling fresh
+    tensors with NaN between replays (as validation allocates) leaves the weights equal to eager steps'."""
     batches = [(torch.randn(128, 1, 3000, device="cuda"), torch.randint(0, 5, (128,), device="cuda")) for _ in range(8)]
     weights = []
     for graphs in (False, True):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(3000, 512), nn.ReLU(), nn.Linear(512, 5)).cuda()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=graphs)
-
-        def objective(x, y):
-            loss = nn.functional.cross_entropy(model(x.squeeze(1)), y)
-            return loss, {"ce": loss.detach()}
-
-        step = GraphedStep(objective, optimizer, model, *batches[0], False, 5.0) if graphs else \
-            (lambda x, y: train_step(objective, optimizer, x, y, False, 5.0))
+        step, model = mlp_step(graphs, batches[0], 5.0)
         for x, y in batches:
             step(x, y)
             torch.cuda.synchronize()
@@ -446,6 +451,37 @@ def test_cuda_graph_survives_cache_releases_and_eager_work_between_replays():
         weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphed_step_keeps_alive_what_its_graph_reads():
+    """A caller may keep only the GraphedStep (the benchmarks do): the model, optimiser and objective it was
+    built from must outlive the caller's references, or their memory is reused while the graph still writes
+    to it. Here the builder's locals are gone, the caches are released and new tensors fill the freed memory
+    with NaN between replays; the step's losses must equal eager steps' on the same batches."""
+    import gc
+    import weakref
+
+    batches = [(torch.randn(128, 1, 3000, device="cuda"), torch.randint(0, 5, (128,), device="cuda")) for _ in range(6)]
+
+    def build(graphs: bool):
+        step, model = mlp_step(graphs, batches[0], None)
+        return step, weakref.ref(model)
+
+    losses = []
+    for graphs in (False, True):
+        step, model_ref = build(graphs)
+        gc.collect()
+        assert model_ref() is not None, "the step let its model be collected"
+        run = []
+        for x, y in batches:
+            loss, _ = step(x, y)
+            run.append(loss.item())
+            torch.cuda.empty_cache()
+            filled = [torch.full((n,), float("nan"), device="cuda") for n in (2**10, 2**16, 2**20, 2**22)]
+            del filled
+        losses.append(run)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile + CUDA graphs need a GPU")

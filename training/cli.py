@@ -3,21 +3,23 @@
     python train_crl.py --config configs/X.json [--gpu auto] [--fold 1] [--resume | --overwrite] [--seed 7] [--set trainer.max_epochs=5]
     torchrun --nproc_per_node 2 train_crl.py --config configs/X.json --gpu 0
 
-A run into an exp_name that already has a best checkpoint or results is refused before any work: continue it
-(--resume), replace it and everything derived from it (--overwrite), or pick another name (--set exp_name=...).
+A fold that already has a best checkpoint or results under its exp_name is refused before any work: continue
+it (--resume), replace the whole run and everything derived from it (--overwrite), or pick another name (--set
+exp_name=...). Other folds of the same exp_name are free to train beside it (benchmark.py trains them one by one).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
 from pathlib import Path
 
-from training.checkpoint import checkpoint_dir
+from training.checkpoint import best_checkpoint_path, checkpoint_dir
 from training.config import SCHEMA, load_config
 from training.paradigms import SCRIPTS
-from utils import ConfigError, InputError
+from utils import ConfigError, InputError, fold_name
 
 RESULTS_ROOT = Path("results")
 LOGS_ROOT = Path("logs")
@@ -49,23 +51,40 @@ def run_outputs(config: dict) -> list[Path]:
     return [p for p in (checkpoint_dir(config), LOGS_ROOT / exp, RESULTS_ROOT / exp, *variants) if p.exists()]
 
 
-def earlier_run(config: dict) -> Path | None:
-    """The folder that shows an earlier run (a best checkpoint, or results), or None."""
-    if any(checkpoint_dir(config).glob("ckpt_fold-*.pth")):
-        return checkpoint_dir(config)
+def pooled_folds(metrics: Path) -> set[int] | None:
+    """The folds a pooled results/<run>/metrics.json reports; None (any fold) when it cannot be read."""
+    try:
+        return set(json.loads(metrics.read_text())["folds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def earlier_run(config: dict, folds: list[int]) -> tuple[Path, int] | None:
+    """(the folder, the fold) of the first of `folds` that an earlier run of this exp_name holds (its best
+    checkpoint, probe predictions, latent evaluation, or a pooled report naming it), or None."""
     results = RESULTS_ROOT / config["exp_name"]
-    return results if results.is_dir() and any(results.iterdir()) else None
+    reported = pooled_folds(results / "metrics.json") if (results / "metrics.json").exists() else set()
+    for fold in folds:
+        name = fold_name(fold)
+        if best_checkpoint_path(config, fold).is_file():
+            return checkpoint_dir(config), fold
+        if (results / f"predictions_{name}.npz").is_file() or (results / "latent" / "folds" / f"{name}.npz").is_file() \
+                or reported is None or fold in reported:
+            return results, fold
+    return None
 
 
-def protect_earlier_run(config: dict, resume: bool, overwrite: bool, delete: bool = True) -> None:
-    """Refuse to train over an earlier run unless --resume or --overwrite; --overwrite deletes it whole
-    (when `delete`: under torchrun every process checks, only the main one deletes)."""
+def protect_earlier_run(config: dict, folds: list[int], resume: bool, overwrite: bool, delete: bool = True) -> None:
+    """Refuse to train a fold an earlier run holds unless --resume or --overwrite; --overwrite deletes the
+    earlier run whole (when `delete`: under torchrun every process checks, only the main one deletes)."""
     if resume:
         return
-    found = earlier_run(config)
+    found = earlier_run(config, folds)
     if found is not None and not overwrite:
-        raise InputError(f"{found}/ already holds a run named {config['exp_name']!r}; continue it with --resume, "
-                         f"replace it with --overwrite, or name this run differently with --set exp_name=...")
+        folder, fold = found
+        raise InputError(f"{folder}/ already holds fold {fold} of a run named {config['exp_name']!r}; continue it "
+                         f"with --resume, replace the run with --overwrite, or name this run differently with "
+                         f"--set exp_name=...")
     if overwrite and delete:
         for path in run_outputs(config):
             shutil.rmtree(path)
@@ -96,7 +115,7 @@ def main(paradigm: str, run_fold, finish, argv=None) -> None:
 
     try:
         distributed, device = init_distributed(select_device(args.gpu))
-        protect_earlier_run(config, args.resume, args.overwrite, delete=distributed.is_main)
+        protect_earlier_run(config, folds, args.resume, args.overwrite, delete=distributed.is_main)
         for fold in folds:
             run_fold(config, fold, device, resume=args.resume, distributed=distributed)
         if distributed.is_main:

@@ -145,14 +145,16 @@ class GraphedStep:
     training proceeds exactly as if the graph had been there from the start. Randomness (augmentations,
     masks, dropout) is drawn inside the graph, fresh on every replay.
 
-    The warm-up's gradients are dropped before capture (PyTorch's documented recipe). Dropped inside it, as
-    train_step does, they left the graph referencing memory the allocator counted as free: on the H200 a
-    replay faulted once torch.cuda.empty_cache() had run (benchmarks/diagnose_two_graphs.py, BENCHMARKS.md).
+    The graph reads the model's weights, the optimiser's state and step_fn's tensors by address, so the step
+    holds all three for as long as the graph lives: a caller that kept only the step (the benchmarks did) once
+    let the weights' memory be freed and reused, and replays faulted (benchmarks/diagnose_two_graphs.py).
+    The warm-up's gradients are dropped before capture, as in PyTorch's documented recipe.
     """
 
     def __init__(self, step_fn, optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor, use_amp: bool,
                  grad_clip: float | None, warmup: int = 3, capture_stream: torch.cuda.Stream | None = None):
         self.x, self.y = x.clone(), y.clone()
+        self.step_fn, self.optimizer, self.model = step_fn, optimizer, model
         saved_model = {k: v.clone() for k, v in model.state_dict().items()}
         saved_optim = [{k: v.clone() for k, v in state.items()} for state in optimizer.state.values()]
         try:
@@ -162,7 +164,7 @@ class GraphedStep:
                 for _ in range(warmup):
                     train_step(step_fn, optimizer, self.x, self.y, use_amp, grad_clip)
             torch.cuda.current_stream().wait_stream(side)
-            optimizer.zero_grad(set_to_none=True)  # so the graph's gradients are allocated in its own pool
+            optimizer.zero_grad(set_to_none=True)  # the graph's gradients are allocated in its own pool
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph, stream=capture_stream):
                 self.loss, self.parts = train_step(step_fn, optimizer, self.x, self.y, use_amp, grad_clip)
