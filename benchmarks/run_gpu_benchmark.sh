@@ -57,6 +57,15 @@ together() {
   done
   wait
 }
+# NVIDIA MPS, a user-space daemon: `mps_start` (exits the stage when the machine has none), `mps_stop`. The card's
+# compute mode is left as found.
+mps_start() {
+  if ! command -v nvidia-cuda-mps-control > /dev/null; then echo "no nvidia-cuda-mps-control on this machine"; exit 0; fi
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+  nvidia-cuda-mps-control -d && echo "MPS daemon started"
+}
+mps_stop() { echo quit | nvidia-cuda-mps-control; }
 case "$stage" in
 models)
   python3 benchmarks/bench_models.py --device cuda --batch-sizes 128 512 --dtype float32 bf16 --steps 30 2>&1 | tee "$OUT/bench_models.txt" | tail -30
@@ -185,10 +194,10 @@ concurrency)
   done
   ;;
 mps)
-  # Two processes on one GPU, without and with NVIDIA's Multi-Process Service (a user-space daemon, stopped at the
-  # end; the card's compute mode is left as found). Without MPS the processes share the GPU by time slices; with
-  # it their kernels may run side by side, as streams of one process would. PATTERN configs, one process alone
-  # first (it also fills the inductor cache), then PROCESSES_LIST concurrent processes timing the same window.
+  # Two processes on one GPU, without and with NVIDIA's Multi-Process Service (mps_start, stopped at the end).
+  # Without MPS the processes share the GPU by time slices; with it their kernels may run side by side, as streams
+  # of one process would. PATTERN configs, one process alone first (it also fills the inductor cache), then
+  # PROCESSES_LIST concurrent processes timing the same window.
   SECONDS_EACH=${SECONDS_EACH:-10}
   for c in ${PATTERN:-Hybrid_CNN MP_CNN}; do
     config=configs/DLPROJ_pretrain_${c}_Sleep-EDF-2018.json
@@ -196,16 +205,13 @@ mps)
       --json "$OUT/mps_alone.jsonl" 2>&1 | grep -v Warning
     together 2 $config "$OUT/mps_off_2.jsonl"
   done
-  if ! command -v nvidia-cuda-mps-control > /dev/null; then echo "no nvidia-cuda-mps-control on this machine"; exit 0; fi
-  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
-  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
-  nvidia-cuda-mps-control -d && echo "MPS daemon started"
+  mps_start
   ls $CUDA_MPS_PIPE_DIRECTORY > "$OUT/mps_pipe_files.txt"
   for c in ${PATTERN:-Hybrid_CNN MP_CNN}; do
     config=configs/DLPROJ_pretrain_${c}_Sleep-EDF-2018.json
     for k in ${PROCESSES_LIST:-2 4}; do together $k $config "$OUT/mps_on_$k.jsonl"; done
   done
-  echo quit | nvidia-cuda-mps-control
+  mps_stop
   cp -r $CUDA_MPS_LOG_DIRECTORY "$OUT/mps_log" 2>/dev/null
   ;;
 table)
@@ -225,10 +231,9 @@ table)
   }
   table warm ${WARM:-10} 0 1
   table alone ${ALONE:-9} 0 ${MAX_EPOCHS:-3}
-  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
-  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY && nvidia-cuda-mps-control -d && echo "MPS daemon started"
+  mps_start
   table together ${TOGETHER:-1,2,3,4} 0,0,0,0 ${MAX_EPOCHS:-3}
-  echo quit | nvidia-cuda-mps-control
+  mps_stop
   for f in checkpoints/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018/train_fold-*.json; do
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({'file': sys.argv[1].split('/')[-1], **{k: d.get(k)
       for k in ('steps', 'train_samples_per_s', 'best_val_loss', 'peak_gpu_memory_gb')}}))" $f | tee -a "$OUT/table_runs.jsonl"

@@ -61,15 +61,13 @@ def pooled_folds(metrics: Path) -> set[int] | None:
 
 def earlier_run(config: dict, folds: list[int]) -> tuple[Path, int] | None:
     """(the folder, the fold) of the first of `folds` that an earlier run of this exp_name holds (its best
-    checkpoint, probe predictions, latent evaluation, or a pooled report naming it), or None."""
+    checkpoint, any results file named after the fold, or a pooled report naming it), or None."""
     results = RESULTS_ROOT / config["exp_name"]
     reported = pooled_folds(results / "metrics.json") if (results / "metrics.json").exists() else set()
     for fold in folds:
-        name = fold_name(fold)
         if best_checkpoint_path(config, fold).is_file():
             return checkpoint_dir(config), fold
-        if (results / f"predictions_{name}.npz").is_file() or (results / "latent" / "folds" / f"{name}.npz").is_file() \
-                or reported is None or fold in reported:
+        if reported is None or fold in reported or any(results.rglob(f"*{fold_name(fold)}*")):
             return results, fold
     return None
 
