@@ -7,10 +7,13 @@
     ... --variant force           # ncl with inductor's layout optimisation forced on
     ... --variant cl+mmup         # and the kernel = stride transposed convolution as one matmul
     ... --variant cl+prelu_shared # torch.nn's PReLU: its weight gradient one reduction over all B x C x L elements
+    ... --variant cl+coord        # inductor tunes the block sizes of its fused kernels (coordinate descent)
+    ... --variant cl+autotune     # inductor benchmarks Triton templates against cuDNN/cuBLAS for every conv and matmul
 
 The step is profile_train.synthetic_training's: the engine's own (torch.compile of the loss, CUDA-graph replay)
-on random µV-scale data. Prints one JSON line: samples/s over --steps unprofiled steps after --warmup, and the top kernels.
-The variants change how each layer runs, never what it computes (same weights, same outputs).
+on random µV-scale data. Prints one JSON line: samples/s over --steps unprofiled steps after --warmup, the top kernels
+and the GPU time by kind of kernel (KERNEL_KINDS). The variants change how each layer runs, never what it computes
+(same weights, same outputs).
 """
 from __future__ import annotations
 
@@ -39,18 +42,37 @@ def transposed_conv_as_matmul(self: nn.ConvTranspose1d, x: torch.Tensor) -> torc
     return y.transpose(1, 2)
 
 
+KERNEL_KINDS = (  # (kind, substrings of the kernel's name), first match wins
+    ("layout conversion", ("nchwToNhwc", "nhwcToNchw")),
+    ("inductor fused", ("triton",)),  # before convolution: inductor names its kernels after the ops they fuse
+    ("convolution", ("conv", "dgrad", "wgrad", "fprop", "xmma", "implicit", "cudnn")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "matmul")),
+    ("optimiser", ("multi_tensor", "adam")),
+    ("copy and fill", ("memcpy", "memset", "copy", "fill")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, marks in KERNEL_KINDS if any(m.lower() in lowered for m in marks)), "other")
+
+
 def apply_variant(variant: str) -> None:
     """Patch the CNN's layers (models/conv.py) into the variant's implementation, before the model is built."""
     from models import conv
     parts = set(variant.split("+"))
-    unknown = parts - {"ncl", "force", "cl", "mmup", "prelu_shared"}
+    unknown = parts - {"ncl", "force", "cl", "mmup", "prelu_shared", "coord", "autotune"}
     if unknown or len(parts & {"ncl", "force", "cl"}) != 1:
-        raise SystemExit(f"variant {variant!r}: one of ncl, force, cl, optionally +mmup, +prelu_shared")
+        raise SystemExit(f"variant {variant!r}: one of ncl, force, cl, optionally +mmup, +prelu_shared, +coord, +autotune")
+    import torch._inductor.config as inductor_config
     if parts & {"ncl", "force"}:  # torch.nn's channels-first layers
         conv.Conv1d.forward, conv.ConvTranspose1d.forward = nn.Conv1d.forward, nn.ConvTranspose1d.forward
     if "force" in parts:
-        import torch._inductor.config as inductor_config
         inductor_config.force_layout_optimization = True
+    if "coord" in parts:
+        inductor_config.coordinate_descent_tuning = True
+    if "autotune" in parts:
+        inductor_config.max_autotune = True
     if "mmup" in parts:
         conv.ConvTranspose1d.forward = transposed_conv_as_matmul
     if "prelu_shared" in parts:
@@ -83,7 +105,7 @@ def main() -> None:
     started = time.perf_counter()
     run(args.steps)
     wall = time.perf_counter() - started
-    top = []
+    top, by_kind = [], {}
     if args.rows:
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -92,10 +114,15 @@ def main() -> None:
                         key=lambda e: -e.self_device_time_total)
         total = sum(e.self_device_time_total for e in events)
         top = [(e.key[:90], round(100 * e.self_device_time_total / total, 1)) for e in events[: args.rows]]
+        for e in events:
+            kind = kernel_kind(e.key)
+            by_kind[kind] = by_kind.get(kind, 0.0) + 100 * e.self_device_time_total / total
+        by_kind = {kind: round(share, 1) for kind, share in sorted(by_kind.items(), key=lambda item: -item[1])}
+        by_kind["kernel_ms_per_step"] = round(total / 1e3 / 20, 3)
     print(json.dumps({"config": config["exp_name"], "variant": args.variant, "amp": t["amp"],
                       "samples_per_s": round(t["batch_size"] * args.steps / wall), "ms_per_step": round(1e3 * wall / args.steps, 3),
                       "setup_s": round(setup_s, 1), "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                      "top_kernels_pct": top}))
+                      "top_kernels_pct": top, "gpu_time_by_kind_pct": by_kind}))
 
 
 if __name__ == "__main__":

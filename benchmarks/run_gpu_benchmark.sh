@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/run_gpu_benchmark.sh models       # bench_models.py and bench_augment.py on the GPU
 #   bash benchmarks/run_gpu_benchmark.sh throughput   # the configs' samples/s (PATTERN, MODES), CUDA tests, PROFILE
-#   bash benchmarks/run_gpu_benchmark.sh layouts      # bench_cnn_layouts.py: the CNN step's layout variants (RUNS)
+#   bash benchmarks/run_gpu_benchmark.sh layouts      # bench_cnn_layouts.py: the step's layout and inductor-tuning
+#                                                     # variants (RUNS; TESTS=1 adds the CUDA tests)
 #   bash benchmarks/run_gpu_benchmark.sh quality      # 9 configs x (EPOCHS x STEPS mini-batches + probe) on fold 1,
 #                                                     # baselines, latent evaluation, summary tables
 #   ONLY="CRL MP" BASELINES=0 bash benchmarks/run_gpu_benchmark.sh quality   # a subset, to fit a 10-minute call
@@ -38,7 +39,7 @@ if [ -d .whl ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee -a "$OUT/device.txt"
-if [ ! -f "$DATA/SHA256SUMS.txt" ] && [[ ! $stage =~ ^(concurrency|mps)$ ]]; then  # these two use random data
+if [ ! -f "$DATA/SHA256SUMS.txt" ] && [[ ! $stage =~ ^(concurrency|mps|layouts)$ ]]; then  # these use random data
   /usr/bin/time -f "surrogate: %e s" python3 .carry/sleep-edf/make_surrogate.py --out "$DATA" --subjects all --format npz \
     --workers 16 --src .carry/sleep-edf/bandpower 2>&1 | tail -2
 fi
@@ -94,12 +95,18 @@ throughput)
 layouts)
   # bench_cnn_layouts.py: the CNN step under layout variants (RUNS="config:variant ..."). One process per run
   # fills the inductor cache in parallel, then the timed runs go one after another, alone on the GPU.
+  # TESTS=1 runs the CUDA tests beside the warm-ups (their times are not measured).
   RUNS=${RUNS:-"MP_CNN:ncl MP_CNN:cl+prelu_shared MP_CNN:cl MP_CNN_Attention:cl+prelu_shared MP_CNN_Attention:cl"}
+  if [ "${TESTS:-0}" = 1 ]; then
+    python3 -m pytest -q -k cuda tests/test_engine.py tests/test_probe.py tests/test_augmentations.py \
+      > "$OUT/pytest_cuda.txt" 2>&1 &
+  fi
   for r in $RUNS; do
-    timeout 300 python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
+    timeout ${WARMUP_TIMEOUT:-300} python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
       --variant ${r#*:} --steps 3 --warmup 3 --rows 0 > /dev/null 2>&1 &
   done
-  while pgrep -f bench_cnn_layouts.py > /dev/null; do sleep 3; done
+  wait
+  [ -f "$OUT/pytest_cuda.txt" ] && tail -1 "$OUT/pytest_cuda.txt"
   for r in $RUNS; do
     timeout 90 python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
       --variant ${r#*:} 2>/dev/null | tee -a "$OUT/layouts.jsonl"
