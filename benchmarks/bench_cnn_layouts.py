@@ -45,6 +45,7 @@ def transposed_conv_as_matmul(self: nn.ConvTranspose1d, x: torch.Tensor) -> torc
 KERNEL_KINDS = (  # (kind, substrings of the kernel's name), first match wins
     ("layout conversion", ("nchwToNhwc", "nhwcToNchw")),
     ("inductor fused", ("triton",)),  # before convolution: inductor names its kernels after the ops they fuse
+    ("attention", ("sdpa", "flash", "fmha")),  # before convolution: cuDNN's attention kernels are named cudnn_*
     ("convolution", ("conv", "dgrad", "wgrad", "fprop", "xmma", "implicit", "cudnn")),
     ("matmul", ("gemm", "nvjet", "cutlass", "matmul")),
     ("optimiser", ("multi_tensor", "adam")),

@@ -108,7 +108,7 @@ layouts)
   wait
   [ -f "$OUT/pytest_cuda.txt" ] && tail -1 "$OUT/pytest_cuda.txt"
   for r in $RUNS; do
-    timeout 90 python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
+    timeout ${TIMED_TIMEOUT:-90} python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
       --variant ${r#*:} 2>/dev/null | tee -a "$OUT/layouts.jsonl"
   done
   ;;
