@@ -101,16 +101,17 @@ layouts)
     python3 -m pytest -q -k cuda tests/test_engine.py tests/test_probe.py tests/test_augmentations.py \
       > "$OUT/pytest_cuda.txt" 2>&1 &
   fi
-  for r in $RUNS; do
-    timeout ${WARMUP_TIMEOUT:-300} python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
-      --variant ${r#*:} --steps 3 --warmup 3 --rows 0 > /dev/null 2>&1 &
-  done
+  # every run's exit status (124: cut off by its timeout) and last lines of stderr go to $OUT/layouts_log.txt
+  layout_run() {  # layout_run TIMEOUT RUN ARGS...: one bench_cnn_layouts.py process
+    local limit=$1 r=$2 err; shift 2; err=$(mktemp)
+    timeout $limit python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
+      --variant ${r#*:} "$@" 2> "$err"
+    echo "$r $* rc=$? after <= $limit s: $(grep -v Warning "$err" | tail -3 | tr '\n' ' ')" >> "$OUT/layouts_log.txt"
+  }
+  for r in $RUNS; do layout_run ${WARMUP_TIMEOUT:-300} $r --steps 3 --warmup 3 --rows 0 > /dev/null & done
   wait
   [ -f "$OUT/pytest_cuda.txt" ] && tail -1 "$OUT/pytest_cuda.txt"
-  for r in $RUNS; do
-    timeout ${TIMED_TIMEOUT:-90} python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
-      --variant ${r#*:} 2>/dev/null | tee -a "$OUT/layouts.jsonl"
-  done
+  for r in $RUNS; do layout_run ${TIMED_TIMEOUT:-90} $r | tee -a "$OUT/layouts.jsonl"; done
   ;;
 quality)
   # Equal budget for every config: EPOCHS x STEPS mini-batches of 128 on fold 1, then the probe (linear);
