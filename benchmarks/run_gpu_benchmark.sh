@@ -103,10 +103,11 @@ layouts)
   fi
   # every run's exit status (124: cut off by its timeout) and last lines of stderr go to $OUT/layouts_log.txt
   layout_run() {  # layout_run TIMEOUT RUN ARGS...: one bench_cnn_layouts.py process
-    local limit=$1 r=$2 err; shift 2; err=$(mktemp)
+    local limit=$1 r=$2 err rc; shift 2; err=$(mktemp)
     timeout $limit python3 benchmarks/bench_cnn_layouts.py --config configs/DLPROJ_pretrain_${r%%:*}_Sleep-EDF-2018.json \
-      --variant ${r#*:} "$@" 2> "$err"
-    echo "$r $* rc=$? after <= $limit s: $(grep -v Warning "$err" | tail -3 | tr '\n' ' ')" >> "$OUT/layouts_log.txt"
+      --variant ${r#*:} "$@" 2> "$err"; rc=$?
+    echo "$r $* rc=$rc (limit $limit s): $(grep -v Warning "$err" | tail -3 | tr '\n' ' ')" >> "$OUT/layouts_log.txt"
+    rm -f "$err"
   }
   for r in $RUNS; do layout_run ${WARMUP_TIMEOUT:-300} $r --steps 3 --warmup 3 --rows 0 > /dev/null & done
   wait
