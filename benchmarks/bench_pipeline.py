@@ -5,7 +5,8 @@
     python benchmarks/bench_pipeline.py ... --workdir W --stop-after 480   # pauses at the first validation after
     python benchmarks/bench_pipeline.py ... --workdir W --resume           # 480 s (exit 3); then continues, any machine
     python benchmarks/bench_pipeline.py --project pipeline_CRL_CNN_Attention.json pipeline_Hybrid_Transformer.json
-    python benchmarks/bench_pipeline.py --project pipeline_CRL_CNN_Attention.json --throughput bench_train.json
+    python benchmarks/bench_pipeline.py --project pipeline_CRL_CNN_Attention.json --throughput bench_train.json \
+        --shared pipeline_MP_CNN_mps.json --mps 1.30 3.0   # epochs of runs made on a shared GPU; 4 runs under MPS
     python benchmarks/bench_pipeline.py --config configs/demo/DEMO_CRL_CNN.json --gpu cpu --max-epochs 1 \
         --set trainer.max_steps_per_epoch=2                       # CPU smoke test on the demo data
 
@@ -25,6 +26,11 @@ It also measures validation memory on one validation batch of trainer.val_batch_
 seeing the whole batch at once (before issue 15) and in chunks of trainer.val_chunk_size (now), and the
 loss of both. The projection multiplies the mean cost of a fold over the given JSON files by 9 configs x 10 folds;
 with --throughput (bench_train.py's JSON) it models each config without a report from its own samples/s.
+--shared names reports of runs that shared their GPU with others (`run_gpu_benchmark.sh pipelines`): their
+stage times are not a lone run's, but their epochs to early stopping are, so the projection models those
+configs from their samples/s at their own measured epochs. --mps GAIN OVERLAP adds the table's GPU-hours with
+several runs per GPU under NVIDIA MPS: training and validation GAIN times faster in all, the other GPU stages
+overlapped OVERLAP times (both measured by the `mps` and `table` stages of run_gpu_benchmark.sh).
 
 A run to early stopping can outlast a time-limited call (a 10-minute device call, a SLURM job). With
 --stop-after it pauses after a validation and saves the engine's resume state, and --resume continues it in
@@ -176,48 +182,63 @@ def print_report(report: dict) -> None:
         print(f"{kind} probe: accuracy {100 * m['accuracy']:.1f} %, macro-F1 {m['macro_f1']:.3f}, kappa {m['kappa']:.3f}")
 
 
-def project(reports: list[dict], samples_per_s: dict[str, float] | None = None) -> dict:
+def project(reports: list[dict], samples_per_s: dict[str, float] | None = None,
+            shared: list[dict] | None = None, mps: tuple[float, float] | None = None) -> dict:
     """Device-hours of the 9 x 10 table (TABLE_RUNS).
 
     Without `samples_per_s`: the mean cost of a fold over the measured runs, x 90. With it ({config: training
     samples/s}, bench_train.py's JSON), per config: a measured config costs what it measured; any other costs the
-    measured runs' mean fixed stages (all but training and validation) plus their mean epochs at its own
-    samples/s, with validation at their mean share of training; the nine costs x 10 folds. Latent evaluation
-    needs only the CPU, and benchmark.py runs it beside the next run's training, so the GPU-hours leave it out.
+    measured runs' mean fixed stages (all but training and validation) plus its epochs at its own samples/s, with
+    validation at the measured runs' mean share of training; the nine costs x 10 folds. A config's epochs are
+    those of its run in `shared` (reports of runs that shared their GPU: their epochs count, their times do not),
+    else the mean epochs of every run in `reports` and `shared`. Latent evaluation needs only the CPU, and
+    benchmark.py runs it beside the next run's training, so the GPU-hours leave it out.
 
     Compilation: where a report was resumed (--resume), its later segments compiled the same step again with the
     inductor cache warm, as folds 2-10 of a config do on one machine. Then each config's fold 1 pays its measured
     compile and folds 2-10 pay the mean warm compile (`warm_compile_s`); without such a segment every fold pays
-    the cold compile."""
+    the cold compile.
+
+    `mps` = (gain, overlap): several runs per GPU under NVIDIA MPS train `gain` times the samples/s of one alone
+    and overlap their other GPU stages `overlap` times; `table_gpu_hours_mps` divides the GPU-hours so."""
     latent = fmean(r["stages_s"].get("latent_eval", 0.0) for r in reports)
     warm_runs = [s["compile"] for r in reports for s in r.get("segments", [])[1:]]
     warm_compile = fmean(warm_runs) if warm_runs else None
     per_config = {r["config"]: {"fold_s": r["total_s"], "gpu_fold_s": r["total_s"] - r["stages_s"].get("latent_eval", 0.0),
+                                "train_val_s": r["stages_s"]["training"] + r["stages_s"].get("validation", 0.0),
                                 "compile_s": r["stages_s"].get("compile", 0.0), "source": "measured"} for r in reports}
     epochs = val_share = None
     if samples_per_s:
         fixed = fmean(r["total_s"] - r["stages_s"]["training"] - r["stages_s"]["validation"] for r in reports)
-        epochs = fmean(r["training"]["epochs_completed"] for r in reports)
+        measured_epochs = {r["config"]: r["training"]["epochs_completed"] for r in reports + (shared or [])}
+        epochs = fmean(measured_epochs.values())
         epoch_samples = fmean(r["training"]["steps"] * r["training"]["global_batch"] / r["training"]["epochs_completed"]
                              for r in reports)
         val_share = fmean(r["stages_s"]["validation"] / r["stages_s"]["training"] for r in reports)
         compile_s = fmean(r["stages_s"].get("compile", 0.0) for r in reports)
         for config in sorted(set(samples_per_s) - set(per_config)):
-            fold_s = fixed + epochs * epoch_samples / samples_per_s[config] * (1 + val_share)
-            per_config[config] = {"fold_s": fold_s, "gpu_fold_s": fold_s - latent, "compile_s": compile_s,
-                                  "source": "modelled"}
+            train_val_s = measured_epochs.get(config, epochs) * epoch_samples / samples_per_s[config] * (1 + val_share)
+            per_config[config] = {"fold_s": fixed + train_val_s, "gpu_fold_s": fixed + train_val_s - latent,
+                                  "train_val_s": train_val_s, "compile_s": compile_s,
+                                  "source": "modelled, epochs measured" if config in measured_epochs else "modelled"}
     folds = TABLE_RUNS // 9
     weight = 1 if samples_per_s else 9 / len(per_config)  # each cost stands for one config, or for 9/len of them
     warm_saving = 0.0 if warm_compile is None else sum(c["compile_s"] - warm_compile for c in per_config.values())
 
     def table_hours(key: str) -> float:
-        return weight * (folds * sum(c[key] for c in per_config.values()) - (folds - 1) * warm_saving) / 3600
+        saving = warm_saving if key != "train_val_s" else 0.0
+        return weight * (folds * sum(c[key] for c in per_config.values()) - (folds - 1) * saving) / 3600
 
     largest = max(STAGES, key=lambda s: sum(r["stages_s"].get(s, 0.0) for r in reports))
-    return {"runs": [r["config"] for r in reports], "mean_fold_s": fmean(r["total_s"] for r in reports),
-            "table_device_hours": table_hours("fold_s"), "table_gpu_hours_latent_beside": table_hours("gpu_fold_s"),
-            "warm_compile_s": warm_compile, "largest_stage": largest, "per_config": per_config, "model_epochs": epochs,
-            "validation_share": val_share}
+    projection = {"runs": [r["config"] for r in reports], "mean_fold_s": fmean(r["total_s"] for r in reports),
+                  "table_device_hours": table_hours("fold_s"), "table_gpu_hours_latent_beside": table_hours("gpu_fold_s"),
+                  "warm_compile_s": warm_compile, "largest_stage": largest, "per_config": per_config,
+                  "model_epochs": epochs, "validation_share": val_share}
+    if mps:
+        gain, overlap = mps
+        train_val = table_hours("train_val_s")
+        projection["table_gpu_hours_mps"] = train_val / gain + (projection["table_gpu_hours_latent_beside"] - train_val) / overlap
+    return projection
 
 
 def main() -> None:
@@ -237,6 +258,12 @@ def main() -> None:
                         help="project the 9 x 10 table from these reports instead of running")
     parser.add_argument("--throughput", type=Path, metavar="JSON",
                         help="bench_train.py's JSON: model the configs without a report from their samples/s")
+    parser.add_argument("--shared", nargs="+", type=Path, default=[], metavar="JSON",
+                        help="reports of runs that shared their GPU (run_gpu_benchmark.sh pipelines): their epochs "
+                             "to early stopping count, their times do not (needs --throughput)")
+    parser.add_argument("--mps", nargs=2, type=float, metavar=("GAIN", "OVERLAP"),
+                        help="also project several runs per GPU under MPS: training GAIN times faster in all, the "
+                             "other GPU stages overlapped OVERLAP times")
     args = parser.parse_args()
     if not (args.config or args.project):
         parser.error("give --config (run one fold) or --project REPORT.json ...")
@@ -262,10 +289,12 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
         reports.append(report)
+    if args.shared and not args.throughput:
+        parser.error("--shared needs --throughput: a run on a shared GPU gives its epochs, not its time")
     samples_per_s = None
     if args.throughput:
         samples_per_s = {row["config"]: row["samples_per_s"] for row in read_json(args.throughput)}
-    projection = project(reports, samples_per_s)
+    projection = project(reports, samples_per_s, [read_json(path) for path in args.shared], args.mps)
     if samples_per_s:
         print(f"\n| config | one fold (s) | source |\n|---|---:|---|")
         for config, cost in projection["per_config"].items():
@@ -279,6 +308,9 @@ def main() -> None:
           f"{projection['mean_fold_s']:.0f} s per measured fold -> {projection['table_device_hours']:.2f} device-hours on "
           f"one device, {projection['table_gpu_hours_latent_beside']:.2f} with the latent evaluation beside the next "
           f"run (benchmark.py); largest stage: {projection['largest_stage']}")
+    if "table_gpu_hours_mps" in projection:
+        print(f"with several runs per GPU under MPS (training x{args.mps[0]:g}, other GPU stages overlapped "
+              f"x{args.mps[1]:g}): {projection['table_gpu_hours_mps']:.2f} GPU-hours")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@
 #   CONFIG=Hybrid_Transformer bash benchmarks/run_gpu_benchmark.sh pipeline   # bench_pipeline.py: one config,
 #                                                     # fold 1, to early stopping, every stage timed (issue 15);
 #                                                     # pauses after STOP_AFTER s and resumes in the next call
+#   CONFIGS="MP_CNN Hybrid_CNN" bash benchmarks/run_gpu_benchmark.sh pipelines  # bench_pipeline.py for CONFIGS at
+#                                                     # once on GPU 0 under MPS, detached: they outlive the call
+#   bash benchmarks/run_gpu_benchmark.sh poll         # the next call on the same warm machine: waits WAIT_S s more
 #   bash benchmarks/run_gpu_benchmark.sh concurrency  # bench_concurrency.py: K replicas of a step on K streams of one
 #                                                     # GPU, larger batches, two processes sharing it (PATTERN)
 #   bash benchmarks/run_gpu_benchmark.sh mps          # two and four processes on one GPU, without and with NVIDIA
@@ -39,7 +42,7 @@ if [ -d .whl ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee -a "$OUT/device.txt"
-if [ ! -f "$DATA/SHA256SUMS.txt" ] && [[ ! $stage =~ ^(concurrency|mps|layouts)$ ]]; then  # these use random data
+if [ ! -f "$DATA/SHA256SUMS.txt" ] && [[ ! $stage =~ ^(concurrency|mps|layouts|poll)$ ]]; then  # these use random data, or none
   /usr/bin/time -f "surrogate: %e s" python3 .carry/sleep-edf/make_surrogate.py --out "$DATA" --subjects all --format npz \
     --workers 16 --src .carry/sleep-edf/bandpower 2>&1 | tail -2
 fi
@@ -67,6 +70,37 @@ mps_start() {
   nvidia-cuda-mps-control -d && echo "MPS daemon started"
 }
 mps_stop() { echo quit | nvidia-cuda-mps-control; }
+# Detached runs outlive the device call that starts them (their own session, setsid), so one measurement can span
+# several calls on the same warm machine. `detach NAME CMD...` starts CMD, its output in $DETACHED/NAME.log and its
+# exit status in $DETACHED/NAME.rc; `detached_wait` waits up to WAIT_S s for all of them, prints each log's last
+# line, copies the logs and $DETACHED/out/* to $OUT and stops MPS once none is left running.
+DETACHED=/tmp/detached
+detach() {
+  local name=$1; shift; mkdir -p $DETACHED/out
+  setsid bash -c '"$@"; echo $? > '"$DETACHED/$name.rc" _ "$@" > "$DETACHED/$name.log" 2>&1 < /dev/null &
+  echo "detached $name (pid $!)"
+}
+detached_wait() {
+  local until=$(( $(date +%s) + ${WAIT_S:-540} )) running log
+  shopt -s nullglob
+  while :; do
+    running=0
+    for log in $DETACHED/*.log; do [ -f "${log%.log}.rc" ] || running=$((running + 1)); done
+    [ $running = 0 ] || [ $(date +%s) -ge $until ] && break
+    sleep 10
+  done
+  for log in $DETACHED/*.log; do
+    echo "$(basename $log .log): rc $(cat ${log%.log}.rc 2>/dev/null || echo 'running'); $(tr '\r' '\n' < $log | grep -v '^\s*$' | tail -1)"
+    tr '\r' '\n' < $log | grep -v -E 'it/s|s/it|^\s*$' > "$OUT/$(basename $log)"
+  done
+  cp $DETACHED/out/* "$OUT/" 2>/dev/null
+  if [ $running = 0 ]; then
+    echo "all detached runs ended"
+    [ -f $DETACHED/mps ] && CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe mps_stop && rm $DETACHED/mps
+  else
+    echo "$running detached run(s) still running: call 'bash benchmarks/run_gpu_benchmark.sh poll' within 30 s"
+  fi
+}
 case "$stage" in
 models)
   python3 benchmarks/bench_models.py --device cuda --batch-sizes 128 512 --dtype float32 bf16 --steps 30 2>&1 | tee "$OUT/bench_models.txt" | tail -30
@@ -177,6 +211,24 @@ pipeline)
     tar cz -C "$work" --exclude="embeddings_*" . | split -b 15m - "$OUT/pipeline_workdir_$cfg.tgz.part-" \
       && echo "paused: $OUT/pipeline_workdir_$cfg.tgz.part-* hold the run; copy them to .carry/pipeline/ for the next call"
   fi
+  ;;
+pipelines)
+  # bench_pipeline.py (the `pipeline` stage's run: fold 1 to early stopping with the shipped settings, every stage
+  # timed) for every config of CONFIGS at once on GPU 0, under MPS when there are several, each in its own
+  # workdir. The runs are detached, so they outlive this call: `poll` in the next call (on the same warm machine,
+  # within 30 s) waits for them again. Each run's stage times are those of a GPU shared with the others; its
+  # epochs to early stopping are its own.
+  read -ra cfgs <<< "${CONFIGS:-MP_CNN Hybrid_CNN}"
+  mkdir -p $DETACHED/out && date +%s > $DETACHED/out/started_at
+  if [ ${#cfgs[@]} -gt 1 ]; then mps_start; touch $DETACHED/mps; fi
+  for cfg in "${cfgs[@]}"; do
+    detach pipeline_$cfg python3 benchmarks/bench_pipeline.py --config configs/DLPROJ_pretrain_${cfg}_Sleep-EDF-2018.json \
+      --fold 1 --gpu 0 --set data.root_dir=$DATA --workdir /tmp/pipelines/$cfg --json $DETACHED/out/pipeline_$cfg.json
+  done
+  detached_wait
+  ;;
+poll)
+  detached_wait
   ;;
 concurrency)
   # Does one run at batch 128 fill the GPU? First one process per (config, batch) fills the inductor cache in

@@ -23,10 +23,47 @@ def test_projection_models_an_unmeasured_config_from_its_samples_per_second():
                 "training": {"epochs_completed": 5, "steps": 50, "global_batch": 10}}  # 100 samples per epoch
     projection = bench_pipeline.project([measured], {"a": 999.0, "b": 10.0})
     # b: fixed 100 - 60 - 15 = 25 s, 5 epochs x 100 samples / 10 per s = 50 s of training, validation 15/60 of it
-    assert projection["per_config"]["a"] == {"fold_s": 100.0, "gpu_fold_s": 90.0, "compile_s": 15.0, "source": "measured"}
-    assert projection["per_config"]["b"] == {"fold_s": 87.5, "gpu_fold_s": 77.5, "compile_s": 15.0, "source": "modelled"}
+    assert projection["per_config"]["a"] == {"fold_s": 100.0, "gpu_fold_s": 90.0, "train_val_s": 75.0, "compile_s": 15.0,
+                                             "source": "measured"}
+    assert projection["per_config"]["b"] == {"fold_s": 87.5, "gpu_fold_s": 77.5, "train_val_s": 62.5, "compile_s": 15.0,
+                                             "source": "modelled"}
     assert projection["table_device_hours"] == pytest.approx(10 * (100.0 + 87.5) / 3600)
     assert projection["table_gpu_hours_latent_beside"] == pytest.approx(10 * (90.0 + 77.5) / 3600)
+
+
+def test_a_run_on_a_shared_gpu_gives_its_epochs_and_not_its_time():
+    measured = {"config": "a", "total_s": 100.0,
+                "stages_s": {"compile": 15.0, "training": 60.0, "validation": 15.0, "latent_eval": 10.0},
+                "training": {"epochs_completed": 5, "steps": 50, "global_batch": 10}}  # 100 samples per epoch
+    shared = {"config": "b", "total_s": 9999.0, "stages_s": {"training": 9000.0, "validation": 900.0},
+              "training": {"epochs_completed": 10, "steps": 100, "global_batch": 10}}
+    projection = bench_pipeline.project([measured], {"a": 999.0, "b": 10.0, "c": 10.0}, [shared])
+    # fixed stages 25 s (the measured run's); validation 15/60 of training
+    # b: its own 10 epochs x 100 samples / 10 per s = 100 s, + 25 % validation, + 25 s = 150 s
+    # c: the mean of the measured epochs (5 and 10) = 7.5 epochs: 75 s, + 25 %, + 25 s = 118.75 s
+    assert projection["per_config"]["b"]["fold_s"] == pytest.approx(150.0)
+    assert projection["per_config"]["b"]["source"] == "modelled, epochs measured"
+    assert projection["per_config"]["c"]["fold_s"] == pytest.approx(118.75)
+    assert projection["per_config"]["c"]["source"] == "modelled"
+    assert projection["model_epochs"] == 7.5
+
+
+def test_mps_divides_training_by_the_gain_and_the_other_gpu_stages_by_the_overlap():
+    report = {"config": "a", "total_s": 100.0, "stages_s": {"training": 60.0, "validation": 15.0, "latent_eval": 10.0}}
+    projection = bench_pipeline.project([report], mps=(1.5, 3.0))
+    # one report stands for 9 configs x 10 folds: 90 s on the GPU a fold (2.25 h), 75 of them training and
+    # validation (1.875 h): 1.875 / 1.5 + (2.25 - 1.875) / 3 = 1.25 + 0.125
+    assert projection["table_gpu_hours_latent_beside"] == pytest.approx(2.25)
+    assert projection["table_gpu_hours_mps"] == pytest.approx(1.375)
+
+
+def test_shared_reports_without_samples_per_second_are_refused(tmp_path, monkeypatch, capsys):
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"config": "a", "total_s": 1.0, "stages_s": {"training": 1.0}}))
+    monkeypatch.setattr(sys, "argv", ["bench_pipeline.py", "--project", str(report), "--shared", str(report)])
+    with pytest.raises(SystemExit):
+        bench_pipeline.main()
+    assert "--shared needs --throughput" in capsys.readouterr().err
 
 
 def test_folds_after_the_first_pay_the_warm_compile_of_a_resumed_segment():
