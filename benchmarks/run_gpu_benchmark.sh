@@ -70,37 +70,8 @@ mps_start() {
   nvidia-cuda-mps-control -d && echo "MPS daemon started"
 }
 mps_stop() { echo quit | nvidia-cuda-mps-control; }
-# Detached runs outlive the device call that starts them (their own session, setsid), so one measurement can span
-# several calls on the same warm machine. `detach NAME CMD...` starts CMD, its output in $DETACHED/NAME.log and its
-# exit status in $DETACHED/NAME.rc; `detached_wait` waits up to WAIT_S s for all of them, prints each log's last
-# line, copies the logs and $DETACHED/out/* to $OUT and stops MPS once none is left running.
-DETACHED=/tmp/detached
-detach() {
-  local name=$1; shift; mkdir -p $DETACHED/out
-  setsid bash -c '"$@"; echo $? > '"$DETACHED/$name.rc" _ "$@" > "$DETACHED/$name.log" 2>&1 < /dev/null &
-  echo "detached $name (pid $!)"
-}
-detached_wait() {
-  local until=$(( $(date +%s) + ${WAIT_S:-540} )) running log
-  shopt -s nullglob
-  while :; do
-    running=0
-    for log in $DETACHED/*.log; do [ -f "${log%.log}.rc" ] || running=$((running + 1)); done
-    [ $running = 0 ] || [ $(date +%s) -ge $until ] && break
-    sleep 10
-  done
-  for log in $DETACHED/*.log; do
-    echo "$(basename $log .log): rc $(cat ${log%.log}.rc 2>/dev/null || echo 'running'); $(tr '\r' '\n' < $log | grep -v '^\s*$' | tail -1)"
-    tr '\r' '\n' < $log | grep -v -E 'it/s|s/it|^\s*$' > "$OUT/$(basename $log)"
-  done
-  cp $DETACHED/out/* "$OUT/" 2>/dev/null
-  if [ $running = 0 ]; then
-    echo "all detached runs ended"
-    [ -f $DETACHED/mps ] && CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe mps_stop && rm $DETACHED/mps
-  else
-    echo "$running detached run(s) still running: call 'bash benchmarks/run_gpu_benchmark.sh poll' within 30 s"
-  fi
-}
+# detach NAME CMD... / detached_wait: runs that outlive the device call (benchmarks/detached.sh)
+source benchmarks/detached.sh
 case "$stage" in
 models)
   python3 benchmarks/bench_models.py --device cuda --batch-sizes 128 512 --dtype float32 bf16 --steps 30 2>&1 | tee "$OUT/bench_models.txt" | tail -30
