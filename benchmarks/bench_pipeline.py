@@ -267,6 +267,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.config or args.project):
         parser.error("give --config (run one fold) or --project REPORT.json ...")
+    if args.shared and not args.throughput:
+        parser.error("--shared needs --throughput: a run on a shared GPU gives its epochs, not its time")
 
     def read_json(path: Path):
         try:
@@ -289,8 +291,6 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
         reports.append(report)
-    if args.shared and not args.throughput:
-        parser.error("--shared needs --throughput: a run on a shared GPU gives its epochs, not its time")
     samples_per_s = None
     if args.throughput:
         samples_per_s = {row["config"]: row["samples_per_s"] for row in read_json(args.throughput)}
