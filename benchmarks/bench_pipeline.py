@@ -225,8 +225,9 @@ def project(reports: list[dict], samples_per_s: dict[str, float] | None = None,
     weight = 1 if samples_per_s else 9 / len(per_config)  # each cost stands for one config, or for 9/len of them
     warm_saving = 0.0 if warm_compile is None else sum(c["compile_s"] - warm_compile for c in per_config.values())
 
-    def table_hours(key: str) -> float:
-        saving = warm_saving if key != "train_val_s" else 0.0
+    def table_hours(key: str, compiles: bool = True) -> float:
+        """Hours of the per-config costs `key`; where they include compilation, folds 2-10 compile warm."""
+        saving = warm_saving if compiles else 0.0
         return weight * (folds * sum(c[key] for c in per_config.values()) - (folds - 1) * saving) / 3600
 
     largest = max(STAGES, key=lambda s: sum(r["stages_s"].get(s, 0.0) for r in reports))
@@ -236,7 +237,7 @@ def project(reports: list[dict], samples_per_s: dict[str, float] | None = None,
                   "model_epochs": epochs, "validation_share": val_share}
     if mps:
         gain, overlap = mps
-        train_val = table_hours("train_val_s")
+        train_val = table_hours("train_val_s", compiles=False)
         projection["table_gpu_hours_mps"] = train_val / gain + (projection["table_gpu_hours_latent_beside"] - train_val) / overlap
     return projection
 

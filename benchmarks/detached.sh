@@ -25,7 +25,7 @@ detached_wait() {
   cp $DETACHED/out/* "$OUT/" 2>/dev/null
   if [ $running = 0 ]; then
     echo "all detached runs ended"
-    [ -f $DETACHED/mps ] && CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe mps_stop && rm $DETACHED/mps
+    [ -f $DETACHED/mps ] && mps_stop && rm $DETACHED/mps
   else
     echo "$running detached run(s) still running: call 'bash benchmarks/run_gpu_benchmark.sh poll' within 30 s"
   fi

@@ -63,13 +63,15 @@ together() {
 }
 # NVIDIA MPS, a user-space daemon: `mps_start` (exits the stage when the machine has none), `mps_stop`. The card's
 # compute mode is left as found.
+# mps_stop also finds a daemon that an earlier call on the same machine started (the `poll` stage).
+MPS_PIPE=/tmp/mps_pipe
 mps_start() {
   if ! command -v nvidia-cuda-mps-control > /dev/null; then echo "no nvidia-cuda-mps-control on this machine"; exit 0; fi
-  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  export CUDA_MPS_PIPE_DIRECTORY=$MPS_PIPE CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
   mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
   nvidia-cuda-mps-control -d && echo "MPS daemon started"
 }
-mps_stop() { echo quit | nvidia-cuda-mps-control; }
+mps_stop() { echo quit | CUDA_MPS_PIPE_DIRECTORY=$MPS_PIPE nvidia-cuda-mps-control; }
 # detach NAME CMD... / detached_wait: runs that outlive the device call (benchmarks/detached.sh)
 source benchmarks/detached.sh
 case "$stage" in
